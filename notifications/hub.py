@@ -1,0 +1,266 @@
+"""The process-wide poller: one claim query per poll interval for every stream in the process.
+
+A stream subscribes its user to the hub of its event loop. While anyone is subscribed, the hub
+claims the recent undispatched notifications of all subscribed users in one query each
+interval, and hands each claimed row to every subscription of its user. It also checks, in
+one batch, that the sessions behind the streams are still valid, and ends the streams whose
+sessions are not.
+
+All database work runs in one worker thread that the hub owns, so a process holds one
+database connection for its streams however many are open, and no stream touches the
+database in its own request thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from django.db import DatabaseError, connection
+
+from . import conf, services
+from .models import Notification
+from .sessions import session_users
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Rows claimed per query; a larger backlog is claimed by the next queries without a pause.
+CLAIM_LIMIT = 1000
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """Return the hub of the running event loop, creating it on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub
+
+
+class Subscription:
+    """One stream's place in the hub: the notifications claimed for it, waiting to be sent."""
+
+    def __init__(self, user_id: int, session_key: str) -> None:
+        self.user_id = user_id
+        self.session_key = session_key
+        self.closed = False
+        self._items: deque[Notification] = deque()
+        self._ready = asyncio.Event()
+
+    def push(self, notification: Notification) -> None:
+        if not self.closed:
+            self._items.append(notification)
+            self._ready.set()
+
+    def close(self) -> list[Notification]:
+        """End the subscription; return what it held and will now never send."""
+        self.closed = True
+        self._ready.set()
+        return self.drain()
+
+    def drain(self) -> list[Notification]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def next_batch(self, timeout: float) -> list[Notification] | None:
+        """Wait up to `timeout` seconds; return what arrived ([] if nothing), None once closed."""
+        if not self._items and not self.closed:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return []
+        self._ready.clear()
+        if self._items:
+            return self.drain()
+        return None if self.closed else []
+
+
+@dataclass
+class HubStats:
+    """Counters for tests, benchmarks and operators."""
+
+    ticks: int = 0
+    queries: int = 0
+    claimed: int = 0
+    released: int = 0
+    sessions_ended: int = 0
+    errors: int = 0
+    last_tick: float | None = field(default=None)
+
+
+class Hub:
+    """Claim notifications for the streams of one event loop and fan them out."""
+
+    def __init__(self) -> None:
+        self.stats = HubStats()
+        self._subscriptions: dict[int, set[Subscription]] = {}
+        self._to_release: list[int] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # Streams' side.
+
+    @property
+    def stream_count(self) -> int:
+        return sum(len(subs) for subs in self._subscriptions.values())
+
+    async def authenticate(self, session_key: str) -> int | None:
+        """Return the id of the user logged in with this session key, or None."""
+        users = await self.run(session_users, [session_key])
+        return users.get(session_key)
+
+    async def replay(self, user_id: int, after_id: int, limit: int) -> list[Notification]:
+        """Return the user's notifications after `after_id`; see `services.replay`."""
+        return await self.run(services.replay, user_id, after_id, limit)
+
+    def subscribe(self, user_id: int, session_key: str) -> Subscription:
+        """Start receiving the user's notifications; the poll starts with the first subscriber."""
+        subscription = Subscription(user_id, session_key)
+        self._subscriptions.setdefault(user_id, set()).add(subscription)
+        if self._task is None or self._task.done():
+            # A fresh context: the poll outlives the request that happened to start it.
+            self._task = asyncio.get_running_loop().create_task(
+                self._poll(), context=contextvars.Context()
+            )
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop a subscription. What it held unsent is released if its user has no other."""
+        subs = self._subscriptions.get(subscription.user_id)
+        if subs is not None:
+            subs.discard(subscription)
+            if not subs:
+                del self._subscriptions[subscription.user_id]
+        leftover = subscription.close()
+        if leftover and subscription.user_id not in self._subscriptions:
+            # Claimed for this stream but never sent: make it deliverable again.
+            self._to_release.extend(n.pk for n in leftover)
+            self.wake()
+
+    def wake(self) -> None:
+        """Poll now instead of at the end of the interval."""
+        self._wake.set()
+
+    async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a database function in the hub's worker thread."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifications")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._call(func, args, kwargs))
+
+    async def aclose(self) -> None:
+        """End every subscription, stop the poll, and close the worker's database connection."""
+        for subs in list(self._subscriptions.values()):
+            for subscription in list(subs):
+                self.unsubscribe(subscription)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._executor is not None:
+            with contextlib.suppress(DatabaseError):
+                await self.run(connection.close)
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # The worker thread.
+
+    def _call(self, func: Callable[..., T], args: Any, kwargs: Any) -> T:
+        def count(execute: Callable[..., Any], *params: Any) -> Any:
+            self.stats.queries += 1
+            return execute(*params)
+
+        try:
+            with connection.execute_wrapper(count):
+                return func(*args, **kwargs)
+        except DatabaseError:
+            # The next call opens a new connection rather than reusing a broken one.
+            with contextlib.suppress(DatabaseError):
+                connection.close()
+            raise
+
+    # The poll.
+
+    async def _poll(self) -> None:
+        next_session_check = time.monotonic() + conf.session_check_interval()
+        failing = False
+        while True:
+            while self._subscriptions or self._to_release:
+                again = False
+                try:
+                    again = await self._tick()
+                    if self._subscriptions and time.monotonic() >= next_session_check:
+                        next_session_check = time.monotonic() + conf.session_check_interval()
+                        await self._check_sessions()
+                except Exception:
+                    self.stats.errors += 1
+                    if not failing:
+                        logger.exception("Notification poll failed; retrying every interval")
+                    failing = True
+                else:
+                    if failing:
+                        logger.warning("Notification poll recovered")
+                    failing = False
+                if not again:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), conf.poll_interval())
+                self._wake.clear()
+            # Idle: hand the connection back until the next stream opens.
+            with contextlib.suppress(DatabaseError):
+                await self.run(connection.close)
+            if not self._subscriptions and not self._to_release:
+                return
+
+    async def _tick(self) -> bool:
+        """Claim and fan out once; return True when there may be more to claim at once."""
+        self.stats.ticks += 1
+        self.stats.last_tick = time.monotonic()
+        if self._to_release:
+            ids, self._to_release = self._to_release, []
+            try:
+                self.stats.released += await self.run(services.release, ids)
+            except BaseException:
+                self._to_release.extend(ids)
+                raise
+        user_ids = list(self._subscriptions)
+        if not user_ids:
+            return False
+        claimed = await self.run(
+            services.claim_pending, user_ids, window=conf.recent_window(), limit=CLAIM_LIMIT
+        )
+        self.stats.claimed += len(claimed)
+        for notification in claimed:
+            subs = self._subscriptions.get(notification.user_id)
+            if subs:
+                for subscription in subs:
+                    subscription.push(notification)
+            else:
+                # Its user's last stream closed while the claim ran.
+                self._to_release.append(notification.pk)
+        return len(claimed) >= CLAIM_LIMIT or bool(self._to_release)
+
+    async def _check_sessions(self) -> None:
+        keys = {s.session_key for subs in self._subscriptions.values() for s in subs}
+        valid = await self.run(session_users, keys)
+        for subs in list(self._subscriptions.values()):
+            for subscription in list(subs):
+                if valid.get(subscription.session_key) != subscription.user_id:
+                    self.stats.sessions_ended += 1
+                    self.unsubscribe(subscription)

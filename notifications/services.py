@@ -1,0 +1,126 @@
+"""The database side of delivery: every query the stream and the page make, as sync functions.
+
+Claiming is one UPDATE ... RETURNING that sets `dispatched` only where it is still false, so
+two claimers (two processes, two polls, a page render) never both get a row. Django 5.2's ORM
+has no UPDATE ... RETURNING; SQLite (3.35+) and PostgreSQL both run the raw statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from .models import Notification
+
+# Ids per UPDATE: far below SQLite's and PostgreSQL's limits on bound parameters.
+CHUNK_SIZE = 500
+
+# Connected users up to which the poll names them in its WHERE clause; above it, the poll
+# reads every recent undispatched row and filters in Python (one query either way).
+_USER_FILTER_LIMIT = 500
+
+
+def _table() -> str:
+    return connection.ops.quote_name(Notification._meta.db_table)
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), CHUNK_SIZE):
+        yield ids[start : start + CHUNK_SIZE]
+
+
+def pending(user_ids: Collection[int], since: datetime, limit: int) -> list[tuple[int, int]]:
+    """Return (id, user_id) of undispatched notifications created since `since` for these users.
+
+    Oldest first, at most `limit`. Read-only: a candidate is not yet claimed.
+    """
+    if not user_ids:
+        return []
+    rows = Notification.objects.filter(dispatched=False, created__gte=since)
+    if len(user_ids) <= _USER_FILTER_LIMIT:
+        rows = rows.filter(user_id__in=user_ids)
+        return list(rows.order_by("id").values_list("id", "user_id")[:limit])
+    wanted = set(user_ids)
+    found = []
+    for pk, user_id in rows.order_by("id").values_list("id", "user_id").iterator():
+        if user_id in wanted:
+            found.append((pk, user_id))
+            if len(found) >= limit:
+                break
+    return found
+
+
+def claim(ids: Sequence[int]) -> list[Notification]:
+    """Mark these notifications dispatched where they are not yet; return the ones this call set.
+
+    Ordered by id. A row another claimer got first is left out: it is theirs to send.
+    """
+    claimed: list[Notification] = []
+    now = timezone.now()
+    for chunk in _chunks(sorted(set(ids))):
+        placeholders = ", ".join(["%s"] * len(chunk))
+        sql = (
+            f"UPDATE {_table()} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
+            f"WHERE id IN ({placeholders}) AND dispatched = %s "
+            "RETURNING id, user_id, text, created, dispatched, dispatched_at"
+        )
+        claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False]))
+    claimed.sort(key=lambda n: n.pk)
+    return claimed
+
+
+def release(ids: Sequence[int]) -> int:
+    """Mark claimed notifications that reached no stream undispatched again; return how many."""
+    released = 0
+    for chunk in _chunks(sorted(set(ids))):
+        released += Notification.objects.filter(pk__in=chunk, dispatched=True).update(
+            dispatched=False, dispatched_at=None
+        )
+    return released
+
+
+def claim_pending(
+    user_ids: Collection[int], *, window: float, limit: int
+) -> list[Notification]:
+    """Claim the recent undispatched notifications of these users; return what was claimed."""
+    since = timezone.now() - timedelta(seconds=window)
+    candidates = pending(user_ids, since, limit)
+    return claim([pk for pk, _ in candidates]) if candidates else []
+
+
+def replay(user_id: int, after_id: int, limit: int) -> list[Notification]:
+    """Return the user's notifications with an id above `after_id`, dispatched or not.
+
+    The newest `limit` of them, oldest first. Undispatched ones among them are claimed, so
+    that no poll sends them again.
+    """
+    rows = list(
+        Notification.objects.filter(user_id=user_id, pk__gt=after_id).order_by("-pk")[:limit]
+    )
+    rows.reverse()
+    _claim_shown(rows)
+    return rows
+
+
+def history(user_id: int, limit: int) -> list[Notification]:
+    """Return the user's newest `limit` notifications, newest first, claiming undispatched ones.
+
+    What a page shows has been seen: claiming it keeps the live stream from sending it again.
+    """
+    rows = list(Notification.objects.filter(user_id=user_id).order_by("-pk")[:limit])
+    _claim_shown(rows)
+    return rows
+
+
+def _claim_shown(rows: list[Notification]) -> None:
+    undispatched = [n.pk for n in rows if not n.dispatched]
+    if not undispatched:
+        return
+    claimed = {n.pk: n for n in claim(undispatched)}
+    for n in rows:
+        if n.pk in claimed:
+            n.dispatched = True
+            n.dispatched_at = claimed[n.pk].dispatched_at

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import DatabaseError
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from . import services
+from .hub import get_hub
+from .stream import notification_stream
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 50
+
+_ID = re.compile(r"[0-9]{1,19}")
+_MAX_ID = 2**63 - 1
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@login_required
+def page(request: HttpRequest) -> HttpResponse:
+    notifications = services.history(request.user.pk, HISTORY_LIMIT)
+    newest_id = notifications[0].pk if notifications else 0
+    stream_url = f"{reverse('notifications:stream')}?{urlencode({'last_event_id': newest_id})}"
+    return render(
+        request,
+        "notifications/page.html",
+        {"notifications": notifications, "stream_url": stream_url, "newest_id": newest_id},
+    )
+
+
+def parse_last_event_id(request: HttpRequest) -> int | None:
+    """Return the stream's resume cursor: the Last-Event-ID header, else the query parameter.
+
+    Raise ValueError with a message for the client when it is not a notification id.
+    """
+    value = request.headers.get("Last-Event-ID", "").strip()
+    source = "Last-Event-ID header"
+    if not value:
+        value = request.GET.get("last_event_id", "").strip()
+        source = "last_event_id parameter"
+        if not value:
+            return None
+    if not _ID.fullmatch(value) or int(value) > _MAX_ID:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(
+            f"The {source} must be a notification id (a whole number of 0 or more), "
+            f"not {shown!r}."
+        )
+    return int(value)
+
+
+@require_GET
+async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    # Not @login_required: a stream must answer 403, not redirect (EventSource would follow
+    # the redirect to a 200 HTML page and give up), and `request.auser()` would open a
+    # database connection in this request's thread and hold it for the stream's whole life.
+    hub = get_hub()
+    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")
+    try:
+        user_id = await hub.authenticate(session_key) if session_key else None
+    except DatabaseError:
+        logger.warning("Stream refused: the database did not answer", exc_info=True)
+        response = HttpResponse(
+            "The database is not answering; try again shortly.\n",
+            status=503,
+            content_type=TEXT_PLAIN,
+        )
+        response["Retry-After"] = "5"
+        return response
+    if user_id is None:
+        return HttpResponseForbidden(
+            "Not signed in: log in, then open the stream again.\n", content_type=TEXT_PLAIN
+        )
+    try:
+        last_event_id = parse_last_event_id(request)
+    except ValueError as exc:
+        return HttpResponseBadRequest(f"{exc}\n", content_type=TEXT_PLAIN)
+    response = StreamingHttpResponse(
+        notification_stream(hub, user_id, session_key, last_event_id=last_event_id),
+        content_type="text/event-stream; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

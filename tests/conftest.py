@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from asgiref.sync import SyncToAsync
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.db import connections
+from django.test import Client
+
+from notifications.hub import Hub, get_hub
+
+from .support import DaphneServer, database_url, start_daphne
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    # Not a skip: these belong to the PostgreSQL pass of bin/test, which runs them.
+    selected = [item for item in items if item.get_closest_marker("postgresql") is None]
+    deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # A file, not Django's in-memory test database: the daphne server under test is another
+        # process, and the hub's worker thread needs its own connection to the same data.
+        path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
+@pytest.fixture(autouse=True)
+def _close_async_orm_connections() -> Iterator[None]:
+    yield
+    # The async ORM runs in asgiref's process-wide thread; its connection must not outlive
+    # the test (PostgreSQL will not drop a test database that still has one).
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[Hub]:
+    hub = get_hub()
+    yield hub
+    await hub.aclose()
+
+
+def make_user(username: str, **extra: object) -> AbstractUser:
+    user = get_user_model().objects.create_user(username=username, password=None, **extra)
+    assert isinstance(user, AbstractUser)
+    return user
+
+
+def session_for(user: AbstractUser) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+@pytest.fixture
+def alice(transactional_db: None) -> AbstractUser:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(transactional_db: None) -> AbstractUser:
+    return make_user("bob")
+
+
+@pytest.fixture
+def staff(transactional_db: None) -> AbstractUser:
+    return make_user("staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(scope="session")
+def daphne_server(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaphneServer]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "NOTIFICATIONS_SESSION_CHECK_INTERVAL": "1",
+    }
+    log = Path(tmp_path_factory.mktemp("daphne")) / "daphne.log"
+    with start_daphne(env, log) as server:
+        yield server

@@ -1,0 +1,133 @@
+"""Helpers for the tests: a daphne server in a subprocess, an SSE reader, waiting with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from django.db import connection
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+PROJECT = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
+
+
+def database_url() -> str:
+    """Return a DATABASE_URL for the test database this process uses."""
+    settings = connection.settings_dict
+    if settings["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{settings['NAME']}"
+    user = quote(settings.get("USER") or "", safe="")
+    password = quote(settings.get("PASSWORD") or "", safe="")
+    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings.get("HOST") or "127.0.0.1"
+    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    return f"postgres://{credentials}{host}{port}/{settings['NAME']}"
+
+
+@dataclass
+class DaphneServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterator[DaphneServer]:
+    """Run daphne on 127.0.0.1 on a free port; stop it on exit."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0",
+             "site_config.asgi:application"],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            match = _LISTENING.search(log.read_text(errors="replace"))
+            if match:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daphne did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield DaphneServer(process, int(match.group(1)), log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class StreamReader:
+    """A real SSE client (httpx-sse) reading one stream in the background."""
+
+    client: httpx.AsyncClient
+    path: str = "/notifications/stream/"
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int | None = None
+    response_headers: httpx.Headers | None = None
+    events: asyncio.Queue[ServerSentEvent] = field(default_factory=asyncio.Queue)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StreamReader:
+        self._task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.opened.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _read(self) -> None:
+        try:
+            async with aconnect_sse(self.client, "GET", self.path, headers=self.headers) as source:
+                self.status = source.response.status_code
+                self.response_headers = source.response.headers
+                self.opened.set()
+                if self.status != 200:
+                    return
+                async for event in source.aiter_sse():
+                    if event.event == "notification":
+                        await self.events.put(event)
+        finally:
+            self.opened.set()
+            self.ended.set()
+
+    async def next(self, timeout: float = 10) -> ServerSentEvent:
+        return await asyncio.wait_for(self.events.get(), timeout)

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+from django.db import connection
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import Notification
+
+from .conftest import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_claim_sets_dispatched_and_returns_only_what_it_claimed(alice: AbstractUser) -> None:
+    first, second = (Notification.objects.create(user=alice, text=t) for t in ("one", "two"))
+    assert [n.pk for n in services.claim([first.pk])] == [first.pk]
+
+    claimed = services.claim([first.pk, second.pk])
+
+    assert [(n.pk, n.text, n.user_id) for n in claimed] == [(second.pk, "two", alice.pk)]
+    assert claimed[0].dispatched is True
+    assert claimed[0].created == second.created
+    second.refresh_from_db()
+    assert second.dispatched and second.dispatched_at is not None
+
+
+def test_claim_pending_takes_recent_undispatched_rows_of_the_given_users_only(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    mine = Notification.objects.create(user=alice, text="recent")
+    old = Notification.objects.create(user=alice, text="old")
+    Notification.objects.filter(pk=old.pk).update(created=timezone.now() - timedelta(minutes=5))
+    done = Notification.objects.create(user=alice, text="done", dispatched=True)
+    theirs = Notification.objects.create(user=bob, text="bob's")
+
+    claimed = services.claim_pending([alice.pk], window=60, limit=100)
+
+    assert [n.pk for n in claimed] == [mine.pk]
+    assert Notification.objects.get(pk=old.pk).dispatched is False
+    assert Notification.objects.get(pk=theirs.pk).dispatched is False
+    assert done.pk not in {n.pk for n in claimed}
+
+
+def test_claim_pending_filters_in_python_for_many_users(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    mine = Notification.objects.create(user=alice, text="mine")
+    Notification.objects.create(user=bob, text="bob's")
+    many = [alice.pk, *range(10**6, 10**6 + 600)]
+
+    claimed = services.claim_pending(many, window=60, limit=100)
+
+    assert [n.pk for n in claimed] == [mine.pk]
+
+
+def test_claim_pending_honours_the_limit_oldest_first(alice: AbstractUser) -> None:
+    rows = Notification.objects.bulk_create(
+        [Notification(user=alice, text=str(i)) for i in range(5)]
+    )
+    ids = sorted(n.pk for n in rows)
+    assert [n.pk for n in services.claim_pending([alice.pk], window=60, limit=3)] == ids[:3]
+    assert [n.pk for n in services.claim_pending([alice.pk], window=60, limit=3)] == ids[3:]
+
+
+def test_release_makes_a_claimed_row_claimable_again(alice: AbstractUser) -> None:
+    n = Notification.objects.create(user=alice, text="x")
+    services.claim([n.pk])
+
+    assert services.release([n.pk]) == 1
+
+    n.refresh_from_db()
+    assert (n.dispatched, n.dispatched_at) == (False, None)
+    assert [c.pk for c in services.claim_pending([alice.pk], window=60, limit=10)] == [n.pk]
+
+
+def test_history_is_newest_first_and_claims_what_it_shows(alice: AbstractUser) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+
+    shown = services.history(alice.pk, limit=2)
+
+    assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
+    assert all(n.dispatched for n in shown)
+    assert Notification.objects.get(pk=rows[0].pk).dispatched is False
+    assert services.claim_pending([alice.pk], window=60, limit=10)[0].pk == rows[0].pk
+
+
+def test_replay_sends_the_newest_after_the_cursor_oldest_first_dispatched_or_not(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(5)]
+    Notification.objects.filter(pk=rows[3].pk).update(dispatched=True)
+    Notification.objects.create(user=bob, text="bob's")
+
+    replayed = services.replay(alice.pk, after_id=rows[0].pk, limit=3)
+
+    assert [n.pk for n in replayed] == [rows[2].pk, rows[3].pk, rows[4].pk]
+    assert not Notification.objects.filter(user=alice, pk__gt=rows[1].pk, dispatched=False).exists()
+
+
+def test_poll_query_uses_the_partial_index(alice: AbstractUser) -> None:
+    since = timezone.now() - timedelta(seconds=60)
+    query = Notification.objects.filter(dispatched=False, created__gte=since).values_list("id")
+    plan = query.explain()
+    assert "notification_undispatched" in plan, plan
+
+
+def _race(claimers: int, rows: int, user: AbstractUser) -> list[list[int]]:
+    Notification.objects.bulk_create([Notification(user=user, text=str(i)) for i in range(rows)])
+    barrier = threading.Barrier(claimers)
+    results: list[list[int]] = [[] for _ in range(claimers)]
+    errors: list[BaseException] = []
+
+    def claimer(index: int) -> None:
+        rng = random.Random(index)
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(10_000):
+                batch = services.claim_pending([user.pk], window=60, limit=rng.randint(20, 200))
+                if not batch:
+                    return
+                results[index].extend(n.pk for n in batch)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def test_racing_claimers_never_claim_a_row_twice(alice: AbstractUser) -> None:
+    results = _race(claimers=4, rows=2000, user=alice)
+
+    claimed = [pk for result in results for pk in result]
+    assert len(claimed) == len(set(claimed)) == 2000
+    assert not Notification.objects.filter(dispatched=False).exists()
+    # It was a race: more than one claimer won rows.
+    assert sum(1 for result in results if result) > 1
+
+
+def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
+    users = [make_user(f"user{i}") for i in range(2)]
+    for user in users:
+        Notification.objects.bulk_create([Notification(user=user, text="x") for _ in range(300)])
+    barrier = threading.Barrier(4)
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(10_000):
+                batch = services.claim_pending([u.pk for u in users], window=60, limit=50)
+                if not batch:
+                    return
+                with lock:
+                    claimed.extend(n.pk for n in batch)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(claimed) == len(set(claimed)) == 600

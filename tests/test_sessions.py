@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import AbstractUser
+from django.contrib.sessions.models import Session
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from notifications.sessions import session_users
+
+from .conftest import make_user, session_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_valid_sessions_map_to_their_users(alice: AbstractUser, bob: AbstractUser) -> None:
+    a1, a2, b = session_for(alice), session_for(alice), session_for(bob)
+    assert session_users([a1, a2, b]) == {a1: alice.pk, a2: alice.pk, b: bob.pk}
+
+
+def test_unknown_empty_and_anonymous_sessions_are_left_out(alice: AbstractUser) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    anonymous = SessionStore()
+    anonymous["cart"] = 1
+    anonymous.create()
+    assert anonymous.session_key is not None
+    assert session_users(["nope", "", anonymous.session_key]) == {}
+
+
+def test_deleted_session_is_invalid(alice: AbstractUser) -> None:
+    key = session_for(alice)
+    Session.objects.filter(session_key=key).delete()
+    assert session_users([key]) == {}
+
+
+def test_expired_session_is_invalid(alice: AbstractUser) -> None:
+    key = session_for(alice)
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(1))
+    assert session_users([key]) == {}
+
+
+def test_deactivated_user_is_invalid(alice: AbstractUser) -> None:
+    key = session_for(alice)
+    alice.is_active = False
+    alice.save()
+    assert session_users([key]) == {}
+
+
+def test_password_change_ends_other_sessions(alice: AbstractUser) -> None:
+    key = session_for(alice)
+    alice.set_password("a new password")
+    alice.save()
+    assert session_users([key]) == {}
+
+
+def test_secret_key_fallback_still_verifies(alice: AbstractUser, settings: object) -> None:
+    key = session_for(alice)
+    old = settings.SECRET_KEY  # type: ignore[attr-defined]
+    settings.SECRET_KEY = "a rotated secret key that is long enough"  # type: ignore[attr-defined]
+    settings.SECRET_KEY_FALLBACKS = [old]  # type: ignore[attr-defined]
+    assert session_users([key]) == {key: alice.pk}
+
+
+def test_many_sessions_cost_two_queries(alice: AbstractUser) -> None:
+    users = [make_user(f"u{i}") for i in range(30)]
+    keys = [session_for(u) for u in users]
+    with CaptureQueriesContext(connection) as queries:
+        valid = session_users(keys)
+    assert valid == {k: u.pk for k, u in zip(keys, users, strict=True)}
+    assert len(queries) == 2
