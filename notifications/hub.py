@@ -77,11 +77,14 @@ class Subscription:
         self._items.clear()
         return items
 
-    async def next_batch(self, timeout: float) -> list[Notification] | None:
-        """Wait up to `timeout` seconds; return what arrived ([] if nothing), None once closed."""
+    async def next_batch(self, idle: float) -> list[Notification] | None:
+        """Return what arrived, waiting for it up to `idle` seconds ([] if nothing came).
+
+        Return None once the subscription is closed.
+        """
         if not self._items and not self.closed:
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                await asyncio.wait_for(self._ready.wait(), idle)
             except TimeoutError:
                 return []
         self._ready.clear()

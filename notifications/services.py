@@ -82,9 +82,7 @@ def release(ids: Sequence[int]) -> int:
     return released
 
 
-def claim_pending(
-    user_ids: Collection[int], *, window: float, limit: int
-) -> list[Notification]:
+def claim_pending(user_ids: Collection[int], *, window: float, limit: int) -> list[Notification]:
     """Claim the recent undispatched notifications of these users; return what was claimed."""
     since = timezone.now() - timedelta(seconds=window)
     candidates = pending(user_ids, since, limit)

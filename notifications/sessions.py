@@ -91,7 +91,7 @@ def _get_users(backend_path: str, user_ids: Collection[Any]) -> list[Any]:
         assert isinstance(backend, ModelBackend)
         manager = get_user_model()._default_manager
         ids = list(user_ids)
-        found = []
+        found: list[Any] = []
         for start in range(0, len(ids), CHUNK_SIZE):
             found.extend(manager.filter(pk__in=ids[start : start + CHUNK_SIZE]))
         return [u for u in found if backend.user_can_authenticate(u)]

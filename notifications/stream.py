@@ -57,7 +57,7 @@ async def notification_stream(
                 yield _encode_all(rows)
         keepalive = conf.keepalive()
         while True:
-            batch = await subscription.next_batch(timeout=keepalive)
+            batch = await subscription.next_batch(idle=keepalive)
             if batch is None:
                 return
             if not batch:

@@ -16,7 +16,7 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from . import services
 from .hub import get_hub
@@ -30,10 +30,12 @@ _ID = re.compile(r"[0-9]{1,19}")
 _MAX_ID = 2**63 - 1
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
+EVENT_STREAM = "text/event-stream; charset=utf-8"
 
 
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
+    assert request.user.pk is not None
     notifications = services.history(request.user.pk, HISTORY_LIMIT)
     newest_id = notifications[0].pk if notifications else 0
     stream_url = f"{reverse('notifications:stream')}?{urlencode({'last_event_id': newest_id})}"
@@ -59,13 +61,12 @@ def parse_last_event_id(request: HttpRequest) -> int | None:
     if not _ID.fullmatch(value) or int(value) > _MAX_ID:
         shown = value if len(value) <= 40 else value[:40] + "..."
         raise ValueError(
-            f"The {source} must be a notification id (a whole number of 0 or more), "
-            f"not {shown!r}."
+            f"The {source} must be a notification id (a whole number of 0 or more), not {shown!r}."
         )
     return int(value)
 
 
-@require_GET
+@require_safe
 async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     # Not @login_required: a stream must answer 403, not redirect (EventSource would follow
     # the redirect to a 200 HTML page and give up), and `request.auser()` would open a
@@ -91,10 +92,15 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         last_event_id = parse_last_event_id(request)
     except ValueError as exc:
         return HttpResponseBadRequest(f"{exc}\n", content_type=TEXT_PLAIN)
-    response = StreamingHttpResponse(
-        notification_stream(hub, user_id, session_key, last_event_id=last_event_id),
-        content_type="text/event-stream; charset=utf-8",
-    )
+    response: HttpResponse | StreamingHttpResponse
+    if request.method == "HEAD":
+        # What a page asks once its EventSource has given up: would a new one be let in?
+        response = HttpResponse(content_type=EVENT_STREAM)
+    else:
+        response = StreamingHttpResponse(
+            notification_stream(hub, user_id, session_key, last_event_id=last_event_id),
+            content_type=EVENT_STREAM,
+        )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -99,3 +100,19 @@ def daphne_server(
     log = Path(tmp_path_factory.mktemp("daphne")) / "daphne.log"
     with start_daphne(env, log) as server:
         yield server
+
+
+@pytest.fixture
+def alice_session(alice: AbstractUser) -> str:
+    return session_for(alice)
+
+
+@pytest.fixture
+def bob_session(bob: AbstractUser) -> str:
+    return session_for(bob)
+
+
+@pytest.fixture
+def fast_poll(settings: Any) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 0.05
+    settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 0.1

@@ -54,9 +54,20 @@ def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterato
     """Run daphne on 127.0.0.1 on a free port; stop it on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0",
-             "site_config.asgi:application"],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "site_config.asgi:application",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + timeout

@@ -71,7 +71,11 @@ def test_json_data_event_round_trips_20_kb_of_hostile_text() -> None:
 
 def test_json_data_matches_the_contract_example() -> None:
     data = sse.json_data(
-        {"id": 42, "text": "Build finished\nall green", "created": "2026-11-21T09:00:00.123456+00:00"}
+        {
+            "id": 42,
+            "text": "Build finished\nall green",
+            "created": "2026-11-21T09:00:00.123456+00:00",
+        }
     )
     assert sse.event(data, id=42, event="notification") == (
         "id: 42\n"

@@ -1,0 +1,263 @@
+"""The hub and the stream generator, driven directly in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AbstractUser
+from django.contrib.sessions.models import Session
+
+from notifications.hub import Hub
+from notifications.models import Notification
+from notifications.stream import notification_stream
+
+from .support import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
+
+
+def ids_in(chunk: str) -> list[int]:
+    return [int(line[4:]) for line in chunk.split("\n") if line.startswith("id: ")]
+
+
+async def next_chunk(stream: object, timeout: float = 10) -> str:
+    return await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]
+
+
+async def test_first_chunk_is_the_retry_field_at_once(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    assert await next_chunk(stream, timeout=1) == "retry: 2000\n\n"
+    await stream.aclose()
+
+
+async def test_live_notification_is_sent_once_as_an_sse_event(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    n = await Notification.objects.acreate(user=alice, text="hello\nworld")
+
+    chunk = await next_chunk(stream)
+
+    assert chunk == (
+        f"id: {n.pk}\nevent: notification\ndata: "
+        + json.dumps(
+            {
+                "id": n.pk,
+                "text": "hello\nworld",
+                "created": n.created.isoformat(timespec="microseconds"),
+            }
+        )
+        + "\n\n"
+    )
+    await n.arefresh_from_db()
+    assert n.dispatched
+    await stream.aclose()
+
+
+async def test_keepalive_comment_when_idle(
+    hub: Hub, alice: AbstractUser, alice_session: str, settings: object
+) -> None:
+    settings.NOTIFICATIONS_KEEPALIVE = 0.05  # type: ignore[attr-defined]
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    assert await next_chunk(stream) == ": keepalive\n"
+    await stream.aclose()
+
+
+async def test_replay_sends_rows_after_the_cursor_then_goes_live(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    old = await Notification.objects.acreate(user=alice, text="old", dispatched=True)
+    seen = await Notification.objects.acreate(user=alice, text="seen", dispatched=True)
+    missed = await Notification.objects.acreate(user=alice, text="missed", dispatched=True)
+    stream = notification_stream(hub, alice.pk, alice_session, last_event_id=seen.pk)
+    await next_chunk(stream)
+
+    assert ids_in(await next_chunk(stream)) == [missed.pk]
+    live = await Notification.objects.acreate(user=alice, text="live")
+    assert ids_in(await next_chunk(stream)) == [live.pk]
+    assert old.pk < seen.pk
+    await stream.aclose()
+
+
+async def test_a_row_both_replayed_and_claimed_live_is_sent_once(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session, last_event_id=0)
+    await next_chunk(stream)  # subscribed; the replay has not run yet
+    both = await Notification.objects.acreate(user=alice, text="both")
+    await wait_until(lambda: hub.stats.claimed == 1, what="the hub to claim the row")
+
+    assert ids_in(await next_chunk(stream)) == [both.pk]  # from the replay
+    after = await Notification.objects.acreate(user=alice, text="after")
+    assert ids_in(await next_chunk(stream)) == [after.pk]  # not `both` again
+    await stream.aclose()
+
+
+async def test_closing_the_generator_unsubscribes(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    assert hub.stream_count == 1
+
+    await stream.aclose()
+
+    assert hub.stream_count == 0
+
+
+async def test_the_stream_ends_when_its_session_is_deleted(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    await Session.objects.filter(session_key=alice_session).adelete()
+
+    with pytest.raises(StopAsyncIteration):
+        await next_chunk(stream)
+    assert hub.stream_count == 0
+
+
+async def test_the_stream_ends_when_its_user_is_deactivated(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    alice.is_active = False
+    await alice.asave()
+
+    with pytest.raises(StopAsyncIteration):
+        await next_chunk(stream)
+
+
+async def test_claimed_rows_go_to_every_stream_of_their_user_and_no_other(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser, bob_session: str
+) -> None:
+    a1, a2, b = (
+        hub.subscribe(alice.pk, alice_session),
+        hub.subscribe(alice.pk, alice_session),
+        hub.subscribe(bob.pk, bob_session),
+    )
+    n = await Notification.objects.acreate(user=alice, text="for alice")
+    m = await Notification.objects.acreate(user=bob, text="for bob")
+
+    assert [x.pk for x in await a1.next_batch(10) or []] == [n.pk]
+    assert [x.pk for x in await a2.next_batch(10) or []] == [n.pk]
+    assert [x.pk for x in await b.next_batch(10) or []] == [m.pk]
+    for s in (a1, a2, b):
+        hub.unsubscribe(s)
+
+
+async def test_rows_claimed_for_a_stream_that_closed_unsent_are_released(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    subscription = hub.subscribe(alice.pk, alice_session)
+    n = await Notification.objects.acreate(user=alice, text="x")
+    await wait_until(lambda: hub.stats.claimed == 1, what="the claim")
+
+    hub.unsubscribe(subscription)
+
+    async def undispatched() -> bool:
+        return not (await Notification.objects.aget(pk=n.pk)).dispatched
+
+    await wait_until(lambda: hub.stats.released == 1, what="the release")
+    assert await undispatched()
+
+
+async def test_nothing_is_claimed_for_a_user_without_a_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser, bob_session: str
+) -> None:
+    subscription = hub.subscribe(bob.pk, bob_session)
+    n = await Notification.objects.acreate(user=alice, text="x")
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 3, what="three polls")
+
+    assert not (await Notification.objects.aget(pk=n.pk)).dispatched
+    hub.unsubscribe(subscription)
+
+
+async def test_one_query_per_poll_however_many_streams(hub: Hub, settings: object) -> None:
+    settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 3600  # type: ignore[attr-defined]
+    for user_id in range(1, 201):
+        hub.subscribe(user_id, f"key{user_id}")
+    await wait_until(lambda: hub.stats.ticks >= 2, what="the poll to start")
+    ticks, queries = hub.stats.ticks, hub.stats.queries
+
+    await wait_until(lambda: hub.stats.ticks >= ticks + 5, what="five polls")
+
+    assert hub.stats.queries - queries == hub.stats.ticks - ticks
+    await hub.aclose()
+
+
+async def test_the_poll_stops_and_lets_its_connection_go_when_idle(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    subscription = hub.subscribe(alice.pk, alice_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="a poll")
+    hub.unsubscribe(subscription)
+
+    await wait_until(lambda: hub._task is None or hub._task.done(), what="the poll to stop")
+
+
+async def test_a_database_error_delays_delivery_without_ending_the_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from notifications import services
+
+    real = services.claim_pending
+    failures = 0
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise OperationalError("database is locked (simulated)")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "claim_pending", flaky)
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    n = await Notification.objects.acreate(user=alice, text="late")
+
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+    assert hub.stats.errors == 3
+    await stream.aclose()
+
+
+@pytest.mark.postgresql
+async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+    first = await Notification.objects.acreate(user=alice, text="before")
+    assert ids_in(await next_chunk(stream)) == [first.pk]
+
+    def backend_pid() -> int:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    def terminate(pid: int) -> bool:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            return bool(cursor.fetchone()[0])
+
+    hub_pid = await hub.run(backend_pid)
+    assert await sync_to_async(terminate)(hub_pid)
+    second = await Notification.objects.acreate(user=alice, text="after")
+
+    assert ids_in(await next_chunk(stream)) == [second.pk]
+    await stream.aclose()

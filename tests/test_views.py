@@ -1,0 +1,244 @@
+"""The views through the ASGI application (Django's handler, middleware and all)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.contrib.auth.models import AbstractUser
+from django.test import Client
+
+from notifications.hub import Hub
+from notifications.models import Notification
+from site_config.asgi import application
+
+from .support import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
+
+STREAM = "/notifications/stream/"
+
+_open: list[Exchange] = []
+
+
+@pytest.fixture(autouse=True)
+async def _finish_exchanges() -> AsyncIterator[None]:
+    yield
+    # Every request ends with the disconnect a server would send, so Django's handler
+    # closes everything it opened.
+    while _open:
+        await _open.pop().disconnect()
+
+
+class Exchange:
+    """One HTTP request to the ASGI app, read message by message."""
+
+    def __init__(
+        self,
+        path: str = STREAM,
+        *,
+        session: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+        method: str = "GET",
+    ) -> None:
+        raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        if session:
+            raw.append((b"cookie", f"sessionid={session}".encode()))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "headers": [(b"host", b"127.0.0.1"), *raw],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        self.app = ApplicationCommunicator(application, scope)
+        _open.append(self)
+        self.status = 0
+        self.headers: dict[str, str] = {}
+
+    async def start(self) -> Exchange:
+        await self.app.send_input({"type": "http.request", "body": b""})
+        start = await self.app.receive_output(10)
+        assert start["type"] == "http.response.start"
+        self.status = start["status"]
+        self.headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return self
+
+    async def body(self, timeout: float = 10) -> str:
+        message: dict[str, Any] = await self.app.receive_output(timeout)
+        assert message["type"] == "http.response.body"
+        return message.get("body", b"").decode()
+
+    async def disconnect(self) -> None:
+        await self.app.send_input({"type": "http.disconnect"})
+        await self.app.wait(10)
+
+
+async def test_anonymous_gets_403_with_a_message_not_a_redirect(hub: Hub) -> None:
+    response = await Exchange().start()
+    assert response.status == 403
+    assert "location" not in response.headers
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "Not signed in" in await response.body()
+
+
+async def test_unknown_session_gets_403(hub: Hub) -> None:
+    response = await Exchange(session="not-a-session").start()
+    assert response.status == 403
+
+
+async def test_other_methods_are_not_allowed(hub: Hub, alice_session: str) -> None:
+    response = await Exchange(session=alice_session, method="OPTIONS").start()
+    assert response.status == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"Last-Event-ID": "abc"}, ""),
+        ({"Last-Event-ID": "-1"}, ""),
+        ({"Last-Event-ID": "1.5"}, ""),
+        ({"Last-Event-ID": "9" * 30}, ""),
+        ({}, "last_event_id=x"),
+        ({}, "last_event_id=99999999999999999999"),
+    ],
+)
+async def test_malformed_cursor_gets_400_with_a_message(
+    hub: Hub, alice_session: str, headers: dict[str, str], query: str
+) -> None:
+    response = await Exchange(session=alice_session, headers=headers, query=query).start()
+    assert response.status == 400
+    body = await response.body()
+    assert "must be a notification id" in body
+    assert len(body) < 200
+
+
+async def test_stream_headers_and_first_bytes_at_once(hub: Hub, alice_session: str) -> None:
+    response = await Exchange(
+        session=alice_session, headers={"Accept-Encoding": "gzip, br"}
+    ).start()
+
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "content-encoding" not in response.headers
+    assert "connection" not in response.headers
+    assert await response.body(timeout=2) == "retry: 2000\n\n"
+    await response.disconnect()
+
+
+async def test_last_event_id_header_replays_and_wins_over_the_query(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    rows = [await Notification.objects.acreate(user=alice, text=str(i)) for i in range(3)]
+    response = await Exchange(
+        session=alice_session,
+        headers={"Last-Event-ID": str(rows[0].pk)},
+        query=f"last_event_id={rows[1].pk}",
+    ).start()
+    await response.body()
+
+    replay = await response.body()
+
+    assert [
+        json.loads(line[6:])["id"] for line in replay.splitlines() if line.startswith("data:")
+    ] == [
+        rows[1].pk,
+        rows[2].pk,
+    ]
+    await response.disconnect()
+
+
+async def test_empty_last_event_id_header_means_no_cursor(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    response = await Exchange(session=alice_session, headers={"Last-Event-ID": ""}).start()
+    assert response.status == 200
+    await response.disconnect()
+
+
+async def test_disconnect_releases_the_stream(hub: Hub, alice_session: str) -> None:
+    response = await Exchange(session=alice_session).start()
+    await response.body()
+    assert hub.stream_count == 1
+
+    await response.disconnect()
+
+    await wait_until(lambda: hub.stream_count == 0, what="the stream to be released")
+
+
+async def test_a_database_outage_at_connect_gets_503(
+    hub: Hub, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from notifications import hub as hub_module
+
+    def down(keys: object) -> object:
+        raise OperationalError("connection refused (simulated)")
+
+    monkeypatch.setattr(hub_module, "session_users", down)
+    response = await Exchange(session=alice_session).start()
+    assert response.status == 503
+    assert response.headers["retry-after"] == "5"
+    assert "try again" in await response.body()
+
+
+def test_page_redirects_anonymous_to_login(db: None) -> None:
+    response = Client().get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/"
+
+
+def test_page_renders_history_and_the_stream_url_from_the_newest_id(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    rows = [Notification.objects.create(user=alice, text=f"note {i}") for i in range(3)]
+    Notification.objects.create(user=alice, text="<b>bold</b> & <script>x</script>")
+    hostile = Notification.objects.latest("pk")
+    Notification.objects.create(user=bob, text="for bob only")
+    client = Client()
+    client.force_login(alice)
+
+    response = client.get("/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f"/notifications/stream/?last_event_id={hostile.pk}" in html
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;" in html
+    assert "<script>x</script>" not in html
+    assert "for bob only" not in html
+    shown = [n.pk for n in response.context["notifications"]]
+    assert shown == [hostile.pk, rows[2].pk, rows[1].pk, rows[0].pk]
+    assert not Notification.objects.filter(user=alice, dispatched=False).exists()
+    assert Notification.objects.filter(user=bob, dispatched=False).count() == 1
+
+
+def test_page_with_no_history_streams_from_zero(alice: AbstractUser) -> None:
+    client = Client()
+    client.force_login(alice)
+    response = client.get("/")
+    assert "/notifications/stream/?last_event_id=0" in response.content.decode()
+
+
+async def test_head_answers_the_status_without_opening_a_stream(
+    hub: Hub, alice_session: str
+) -> None:
+    signed_in = await Exchange(session=alice_session, method="HEAD").start()
+    assert signed_in.status == 200
+    assert signed_in.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert hub.stream_count == 0
+    signed_out = await Exchange(method="HEAD").start()
+    assert signed_out.status == 403
