@@ -77,13 +77,13 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         user_id = await hub.authenticate(session_key) if session_key else None
     except DatabaseError:
         logger.warning("Stream refused: the database did not answer", exc_info=True)
-        response = HttpResponse(
+        unavailable = HttpResponse(
             "The database is not answering; try again shortly.\n",
             status=503,
             content_type=TEXT_PLAIN,
         )
-        response["Retry-After"] = "5"
-        return response
+        unavailable["Retry-After"] = "5"
+        return unavailable
     if user_id is None:
         return HttpResponseForbidden(
             "Not signed in: log in, then open the stream again.\n", content_type=TEXT_PLAIN
