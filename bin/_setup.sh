@@ -27,8 +27,19 @@ stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -
 if [ ! -f "$stamp" ]; then
     echo "Installing dependencies into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+    # The project runs from its folder and is not itself installed: only what it depends on.
+    .venv/bin/python - "$extras" > .venv/requirements.txt <<'PY'
+import sys
+import tomllib
+
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = [e for e in sys.argv[1].split(",") if e]
+print("\n".join(project["dependencies"]))
+for extra in extras:
+    print("\n".join(project["optional-dependencies"][extra]))
+PY
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -c constraints.txt -e ".[${extras}]"
+        -c constraints.txt -r .venv/requirements.txt
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
