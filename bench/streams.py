@@ -21,10 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -60,8 +60,12 @@ def prepare_database(url: str) -> None:
         parts = urlsplit(url)
         name = parts.path.lstrip("/")
         with psycopg.connect(
-            host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
-            password=parts.password or "", dbname="postgres", autocommit=True,
+            host=parts.hostname,
+            port=parts.port or 5432,
+            user=parts.username or "postgres",
+            password=parts.password or "",
+            dbname="postgres",
+            autocommit=True,
         ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -89,11 +93,13 @@ def make_sessions(count: int) -> list[tuple[int, str]]:
     rows = []
     for user in users:
         key = get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
-        data = store.encode({
-            SESSION_KEY: str(user.pk),
-            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
-            HASH_SESSION_KEY: user.get_session_auth_hash(),
-        })
+        data = store.encode(
+            {
+                SESSION_KEY: str(user.pk),
+                BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: user.get_session_auth_hash(),
+            }
+        )
         rows.append(Session(session_key=key, session_data=data, expire_date=expire))
         sessions.append((user.pk, key))
     Session.objects.bulk_create(rows, batch_size=500)
@@ -102,11 +108,26 @@ def make_sessions(count: int) -> list[tuple[int, str]]:
 
 @contextmanager
 def daphne(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    log = tempfile.TemporaryFile()
+    with tempfile.TemporaryFile() as log:
+        yield from _run_daphne(env, log)
+
+
+def _run_daphne(env: dict[str, str], log: Any) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0",
-         "site_config.asgi:application"],
-        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "site_config.asgi:application",
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -121,6 +142,9 @@ def daphne(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]
             time.sleep(0.05)
         yield process, int(match.group(1))
     finally:
+        if os.environ.get("BENCH_SERVER_LOG"):
+            log.seek(0)
+            Path(os.environ["BENCH_SERVER_LOG"]).write_bytes(log.read())
         process.terminate()
         try:
             process.wait(timeout=10)
@@ -130,7 +154,10 @@ def daphne(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]
 
 
 async def open_stream(
-    stack: AsyncExitStack, http: httpx.AsyncClient, key: str, queue: asyncio.Queue[tuple[str, float]]
+    stack: AsyncExitStack,
+    http: httpx.AsyncClient,
+    key: str,
+    queue: asyncio.Queue[tuple[str, float]],
 ) -> None:
     response = await stack.enter_async_context(
         http.stream("GET", "/notifications/stream/", cookies={"sessionid": key})
@@ -151,18 +178,17 @@ async def open_stream(
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
-    try:
+    with suppress(asyncio.CancelledError, httpx.HTTPError):
         await task
-    except (asyncio.CancelledError, httpx.HTTPError):
-        pass
 
 
-async def measure(port: int, pid: int, sessions: list[tuple[int, str]], n: int, db: str) -> dict[str, Any]:
+async def measure(
+    port: int, pid: int, sessions: list[tuple[int, str]], n: int, db: str
+) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
     from django.db import connection
 
     from notifications.models import Notification
-
-    from asgiref.sync import sync_to_async
 
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=0)
     timeout = httpx.Timeout(30, read=None)
@@ -198,10 +224,32 @@ async def measure(port: int, pid: int, sessions: list[tuple[int, str]], n: int, 
 
         created = await sync_to_async(send)()
         latencies = []
-        for _ in range(n):
-            line, arrived = await asyncio.wait_for(queue.get(), 30)
-            pk = json.loads(line[6:])["id"]
-            latencies.append(arrived - created[pk])
+        received: list[int] = []
+        try:
+            for _ in range(n):
+                line, arrived = await asyncio.wait_for(queue.get(), 30)
+                pk = json.loads(line[6:])["id"]
+                received.append(pk)
+                latencies.append(arrived - created[pk])
+        except TimeoutError:
+            print(f"{n} streams: only {len(latencies)} of {n} delivered in 30 s", file=sys.stderr)
+            if os.environ.get("BENCH_DEBUG"):
+                got = set(received)
+                missing = [pk for pk in created if pk not in got]
+                rows = await sync_to_async(
+                    lambda: list(
+                        Notification.objects.filter(pk__in=missing).values(
+                            "pk", "user_id", "dispatched", "dispatched_at", "created"
+                        )
+                    )
+                )()
+                print(rows, file=sys.stderr)
+                print(
+                    "ended streams:",
+                    sum(1 for t in asyncio.all_tasks() if t.done()),
+                    file=sys.stderr,
+                )
+                print("tasks:", len(asyncio.all_tasks()), file=sys.stderr)
         latencies.sort()
     return {
         "database": db,
@@ -210,13 +258,15 @@ async def measure(port: int, pid: int, sessions: list[tuple[int, str]], n: int, 
         "rss_mb": round(status["VmRSS"] / 1024, 1),
         "db_connections": open_connections,
         "delivered": len(latencies),
-        "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000),
-        "latency_max_ms": round(latencies[-1] * 1000),
+        "latency_p50_ms": round(latencies[len(latencies) // 2] * 1000) if latencies else None,
+        "latency_max_ms": round(latencies[-1] * 1000) if latencies else None,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--streams", default="1,500", help="comma-separated stream counts")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -224,8 +274,12 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp.name}/bench.sqlite3"
-    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "false",
-           "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DEBUG": "false",
+        "SECRET_KEY": os.environ.get("SECRET_KEY", "benchmark-only-secret-key"),
+    }
     os.environ.update(env)
     prepare_database(url)
     sys.path.insert(0, str(PROJECT))
@@ -246,13 +300,27 @@ def main() -> None:
             if n == 0:
                 time.sleep(1)
                 s = proc_status(process.pid)
-                results.append({"database": db, "streams": 0, "threads": s["Threads"],
-                                "rss_mb": round(s["VmRSS"] / 1024, 1)})
+                results.append(
+                    {
+                        "database": db,
+                        "streams": 0,
+                        "threads": s["Threads"],
+                        "rss_mb": round(s["VmRSS"] / 1024, 1),
+                    }
+                )
                 continue
             results.append(asyncio.run(measure(port, process.pid, sessions, n, db)))
     connection.close()
-    columns = ["database", "streams", "threads", "rss_mb", "db_connections", "delivered",
-               "latency_p50_ms", "latency_max_ms"]
+    columns = [
+        "database",
+        "streams",
+        "threads",
+        "rss_mb",
+        "db_connections",
+        "delivered",
+        "latency_p50_ms",
+        "latency_max_ms",
+    ]
     print(" | ".join(columns))
     for row in results:
         print(" | ".join(str(row.get(c, "")) for c in columns))

@@ -260,10 +260,13 @@ class Hub:
         return len(claimed) >= CLAIM_LIMIT or bool(self._to_release)
 
     async def _check_sessions(self) -> None:
-        keys = {s.session_key for subs in self._subscriptions.values() for s in subs}
-        valid = await self.run(session_users, keys)
-        for subs in list(self._subscriptions.values()):
-            for subscription in list(subs):
-                if valid.get(subscription.session_key) != subscription.user_id:
-                    self.stats.sessions_ended += 1
-                    self.unsubscribe(subscription)
+        checked = [s for subs in self._subscriptions.values() for s in subs]
+        valid = await self.run(session_users, {s.session_key for s in checked})
+        # Only what was checked: a stream that opened meanwhile was authenticated just now.
+        for subscription in checked:
+            if (
+                not subscription.closed
+                and valid.get(subscription.session_key) != subscription.user_id
+            ):
+                self.stats.sessions_ended += 1
+                self.unsubscribe(subscription)

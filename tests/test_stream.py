@@ -261,3 +261,38 @@ async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(
 
     assert ids_in(await next_chunk(stream)) == [second.pk]
     await stream.aclose()
+
+
+async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
+    hub: Hub,
+    alice: AbstractUser,
+    alice_session: str,
+    bob: AbstractUser,
+    bob_session: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from notifications import hub as hub_module
+
+    real = hub_module.session_users
+    checking, resume = threading.Event(), threading.Event()
+
+    def slow_session_users(keys: object) -> object:
+        checking.set()
+        resume.wait(10)
+        return real(keys)  # type: ignore[arg-type]
+
+    first = hub.subscribe(alice.pk, alice_session)
+    monkeypatch.setattr(hub_module, "session_users", slow_session_users)
+    await wait_until(checking.is_set, what="a session check to start")
+
+    late = hub.subscribe(bob.pk, bob_session)
+    resume.set()
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 2, what="the check to finish")
+
+    assert not late.closed
+    assert not first.closed
+    hub.unsubscribe(first)
+    hub.unsubscribe(late)
