@@ -14,7 +14,7 @@ from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
-from .support import DaphneServer, database_url, start_daphne
+from .support import SERVER_APPLICATION_NAME, DaphneServer, database_url, start_daphne
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -103,7 +103,7 @@ def daphne_server(
 ) -> Iterator[DaphneServer]:
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1",
         "NOTIFICATIONS_SESSION_CHECK_INTERVAL": "1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,11 @@ PROJECT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
 
 
-def database_url() -> str:
+# How the server's PostgreSQL connections name themselves in pg_stat_activity.
+SERVER_APPLICATION_NAME = "notifications-test-server"
+
+
+def database_url(application_name: str = "") -> str:
     """Return a DATABASE_URL for the test database this process uses."""
     settings = connection.settings_dict
     if settings["ENGINE"] == "django.db.backends.sqlite3":
@@ -32,7 +37,8 @@ def database_url() -> str:
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     host = settings.get("HOST") or "127.0.0.1"
     port = f":{settings['PORT']}" if settings.get("PORT") else ""
-    return f"postgres://{credentials}{host}{port}/{settings['NAME']}"
+    query = f"?application_name={quote(application_name)}" if application_name else ""
+    return f"postgres://{credentials}{host}{port}/{settings['NAME']}{query}"
 
 
 @dataclass
@@ -44,6 +50,23 @@ class DaphneServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def status(self) -> dict[str, int]:
+        """Return the server process's OS thread count and resident memory (KiB)."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("Threads", "VmRSS"):
+                fields[key] = int(value.split()[0])
+        return fields
+
+    def open_files(self, path: str) -> int:
+        """Return how many descriptors the server process holds open on `path`."""
+        count = 0
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                count += os.readlink(fd) == path
+        return count
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import httpx
 import pytest
@@ -16,7 +16,7 @@ from httpx_sse import ServerSentEvent
 from notifications.models import Notification
 
 from .conftest import session_for
-from .support import DaphneServer, StreamReader
+from .support import SERVER_APPLICATION_NAME, DaphneServer, StreamReader
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -147,3 +147,103 @@ async def test_reconnect_with_last_event_id_replays_what_was_missed(
         )()
         async with StreamReader(http, headers={"Last-Event-ID": str(seen.pk)}) as resumed:
             assert [payload(await resumed.next())["id"] for _ in missed] == [m.pk for m in missed]
+
+
+def server_db_connections(server: DaphneServer) -> int:
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                [SERVER_APPLICATION_NAME],
+            )
+            return int(cursor.fetchone()[0])
+    return server.open_files(connection.settings_dict["NAME"])
+
+
+async def test_threads_and_database_connections_do_not_grow_with_streams(
+    daphne_server: DaphneServer, client: Client, alice: AbstractUser, bob: AbstractUser
+) -> None:
+    keys = [await sync_to_async(session_for)(u) for u in (alice, bob)]
+    async with AsyncExitStack() as stack:
+        http = [await stack.enter_async_context(client(k)) for k in keys]
+        first = await stack.enter_async_context(StreamReader(http[0]))
+        await create(alice, "warm up")
+        await first.next()
+        one = (
+            daphne_server.status()["Threads"],
+            await sync_to_async(server_db_connections)(daphne_server),
+        )
+
+        readers = [await stack.enter_async_context(StreamReader(http[i % 2])) for i in range(40)]
+        sent = [await create(alice, "to all"), await create(bob, "to all")]
+        for i, reader in enumerate(readers):
+            assert payload(await reader.next())["id"] == sent[i % 2].pk
+        many = (
+            daphne_server.status()["Threads"],
+            await sync_to_async(server_db_connections)(daphne_server),
+        )
+
+    from django.db import connection
+
+    assert many[1] == one[1], f"connections with 1 stream: {one[1]}, with 41: {many[1]}"
+    # SQLite keeps the descriptor of a closed connection open while another connection of the
+    # process holds a lock on the file (closing it would drop the process's POSIX locks), and
+    # reuses it: a page view's closed connection may still show as a second handle.
+    assert one[1] <= (1 if connection.vendor == "postgresql" else 2)
+    assert many[0] <= one[0] + 1, f"threads with 1 stream: {one[0]}, with 41: {many[0]}"
+
+
+async def test_static_files_are_served_with_debug_off(client: Client) -> None:
+    async with client("") as http:
+        script = await http.get("/static/notifications/page.js")
+        admin_css = await http.get("/static/admin/css/base.css")
+    assert script.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert "EventSource" in script.text
+    assert admin_css.status_code == 200
+
+
+async def test_logging_in_through_the_form_opens_the_page_and_its_stream(
+    daphne_server: DaphneServer, transactional_db: None
+) -> None:
+    from .conftest import make_user
+
+    def make_carol() -> None:
+        carol = make_user("carol")
+        carol.set_password("a long enough password")
+        carol.save()
+
+    await sync_to_async(make_carol)()
+    async with httpx.AsyncClient(base_url=daphne_server.url, timeout=10) as http:
+        token = await csrf_token(http, "/accounts/login/")
+        login = await http.post(
+            "/accounts/login/",
+            data={
+                "csrfmiddlewaretoken": token,
+                "username": "carol",
+                "password": "a long enough password",
+                "next": "/",
+            },
+        )
+        assert login.status_code == 302
+        assert login.headers["location"] == "/"
+        page = await http.get("/")
+        assert page.status_code == 200
+        match = re.search(r'data-stream-url="([^"]+)"', page.text)
+        assert match
+        assert match.group(1) == "/notifications/stream/?last_event_id=0"
+        async with StreamReader(http, path=match.group(1).replace("&amp;", "&")) as stream:
+            assert stream.status == 200
+
+
+async def test_wrong_password_gets_a_form_error_not_a_500(daphne_server: DaphneServer) -> None:
+    async with httpx.AsyncClient(base_url=daphne_server.url, timeout=10) as http:
+        token = await csrf_token(http, "/accounts/login/")
+        login = await http.post(
+            "/accounts/login/",
+            data={"csrfmiddlewaretoken": token, "username": "nobody", "password": "wrong"},
+        )
+    assert login.status_code == 200
+    assert "Please enter a correct username and password" in login.text
