@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "correct horse battery staple"
+# Screenshots a person can look at after a run (not compared by the test).
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture
@@ -76,6 +79,10 @@ async def test_login_live_notification_and_logout_in_another_tab(
     assert await page.locator("#notifications li").count() == 2
     assert await page.locator("#notifications img").count() == 0
     assert dialogs == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "page-light.png")
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=ARTIFACTS / "page-dark.png")
 
     other = await context.new_page()
     await other.goto(f"{daphne_server.url}/")
