@@ -16,41 +16,18 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import AsyncExitStack, contextmanager, suppress
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-PROJECT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(rb"Listening on TCP address 127\.0\.0\.1:(\d+)")
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("Threads", "VmRSS"):
-            fields[key] = int(value.split()[0])
-    return fields
-
-
-def sqlite_handles(pid: int, path: str) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            if os.readlink(fd) == path:
-                count += 1
-        except OSError:
-            pass
-    return count
+from tests.support import PROJECT, DaphneServer, start_daphne
 
 
 def prepare_database(url: str) -> None:
@@ -106,53 +83,6 @@ def make_sessions(count: int) -> list[tuple[int, str]]:
     return sessions
 
 
-@contextmanager
-def daphne(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    with tempfile.TemporaryFile() as log:
-        yield from _run_daphne(env, log)
-
-
-def _run_daphne(env: dict[str, str], log: Any) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "site_config.asgi:application",
-        ],
-        cwd=PROJECT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            log.seek(0)
-            match = LISTENING.search(log.read())
-            if match:
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"daphne did not start:\n{log.read().decode(errors='replace')}")
-            time.sleep(0.05)
-        yield process, int(match.group(1))
-    finally:
-        if os.environ.get("BENCH_SERVER_LOG"):
-            log.seek(0)
-            Path(os.environ["BENCH_SERVER_LOG"]).write_bytes(log.read())
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 async def open_stream(
     stack: AsyncExitStack,
     http: httpx.AsyncClient,
@@ -183,7 +113,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def measure(
-    port: int, pid: int, sessions: list[tuple[int, str]], n: int, db: str
+    server: DaphneServer, sessions: list[tuple[int, str]], n: int, db: str
 ) -> dict[str, Any]:
     from asgiref.sync import sync_to_async
     from django.db import connection
@@ -195,18 +125,18 @@ async def measure(
     queue: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=timeout)
+            httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout)
         )
         for start in range(0, n, 50):
             batch = sessions[start : min(start + 50, n)]
             await asyncio.gather(*(open_stream(stack, http, key, queue) for _, key in batch))
         # Let the poll reach its steady state before reading the process.
         await asyncio.sleep(3)
-        status = proc_status(pid)
+        status = server.status()
 
         def connections() -> int:
             if connection.vendor != "postgresql":
-                return sqlite_handles(pid, connection.settings_dict["NAME"])
+                return server.open_files(connection.settings_dict["NAME"])
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -295,11 +225,12 @@ def main() -> None:
 
     db = connection.vendor
     results = []
-    with daphne(env) as (process, port):
+    server_log = Path(os.environ.get("BENCH_SERVER_LOG") or Path(tmp.name) / "daphne.log")
+    with start_daphne(env, server_log) as server:
         for n in [0, *counts]:
             if n == 0:
                 time.sleep(1)
-                s = proc_status(process.pid)
+                s = server.status()
                 results.append(
                     {
                         "database": db,
@@ -309,7 +240,7 @@ def main() -> None:
                     }
                 )
                 continue
-            results.append(asyncio.run(measure(port, process.pid, sessions, n, db)))
+            results.append(asyncio.run(measure(server, sessions, n, db)))
     connection.close()
     columns = [
         "database",
