@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +18,14 @@ from httpx_sse import ServerSentEvent
 from notifications.models import Notification
 
 from .conftest import session_for
-from .support import SERVER_APPLICATION_NAME, DaphneServer, StreamReader
+from .support import (
+    SERVER_APPLICATION_NAME,
+    DaphneServer,
+    StreamReader,
+    database_url,
+    start_daphne,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -247,3 +256,41 @@ async def test_wrong_password_gets_a_form_error_not_a_500(daphne_server: DaphneS
         )
     assert login.status_code == 200
     assert "Please enter a correct username and password" in login.text
+
+
+@pytest.fixture
+def second_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+    }
+    with start_daphne(env, tmp_path / "second.log") as server:
+        yield server
+
+
+async def test_two_processes_never_both_send_a_notification(
+    daphne_server: DaphneServer, second_server: DaphneServer, alice: AbstractUser
+) -> None:
+    key = await sync_to_async(session_for)(alice)
+    async with AsyncExitStack() as stack:
+        readers = []
+        for server in (daphne_server, second_server):
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=server.url, cookies={"sessionid": key}, timeout=30)
+            )
+            readers.append(await stack.enter_async_context(StreamReader(http)))
+        sent = {(await create(alice, f"n{i}")).pk for i in range(30)}
+
+        await wait_until(
+            lambda: sum(r.events.qsize() for r in readers) >= len(sent),
+            timeout=15,
+            what="every notification to reach one of the two processes' streams",
+        )
+        received = [
+            [payload(r.events.get_nowait())["id"] for _ in range(r.events.qsize())] for r in readers
+        ]
+
+    everything = received[0] + received[1]
+    assert sorted(everything) == sorted(sent), "a notification was lost or sent twice"
