@@ -22,11 +22,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
     echo "Creating .venv with $("$python" --version)"
     "$python" -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 fi
-stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extras}"
+inputs=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+stamp=".venv/.installed-${inputs}-${extras:-runtime}"
 if [ ! -f "$stamp" ]; then
     echo "Installing dependencies into .venv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     # The project runs from its folder and is not itself installed: only what it depends on.
     .venv/bin/python - "$extras" > .venv/requirements.txt <<'PY'
 import sys
@@ -40,6 +41,7 @@ for extra in extras:
 PY
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         -c constraints.txt -r .venv/requirements.txt
-    rm -f .venv/.installed-*
+    # Stamps of other inputs are stale; those of other extras with these inputs still hold.
+    find .venv -maxdepth 1 -name '.installed-*' ! -name ".installed-${inputs}-*" -delete
     touch "$stamp"
 fi

@@ -39,6 +39,10 @@ T = TypeVar("T")
 # Rows claimed per query; a larger backlog is claimed by the next queries without a pause.
 CLAIM_LIMIT = 1000
 
+# Seconds a stream waits for the database (authentication, replay) before giving up, and the
+# statement timeout of the hub's PostgreSQL connection.
+DATABASE_TIMEOUT = 10
+
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
 
 
@@ -49,6 +53,17 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
+
+
+async def share(notifications: list[Notification]) -> None:
+    """Send rows claimed outside the poll (by a page render) to their users' open streams.
+
+    A claim by anyone else than the poll would otherwise keep those rows from the streams the
+    user already has open in this process. A no-op where no stream was ever opened.
+    """
+    hub = _hubs.get(asyncio.get_running_loop())
+    if hub is not None:
+        hub.deliver(notifications)
 
 
 class Subscription:
@@ -83,8 +98,12 @@ class Subscription:
         Return None once the subscription is closed.
         """
         if not self._items and not self.closed:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that lands just after the event is set, and the stream would
+            # outlive its client.
             try:
-                await asyncio.wait_for(self._ready.wait(), idle)
+                async with asyncio.timeout(idle):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
         self._ready.clear()
@@ -124,13 +143,39 @@ class Hub:
         return sum(len(subs) for subs in self._subscriptions.values())
 
     async def authenticate(self, session_key: str) -> int | None:
-        """Return the id of the user logged in with this session key, or None."""
-        users = await self.run(session_users, [session_key])
+        """Return the id of the user logged in with this session key, or None.
+
+        Raise TimeoutError when the database does not answer within DATABASE_TIMEOUT.
+        """
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            users = await self.run(session_users, [session_key])
         return users.get(session_key)
 
-    async def replay(self, user_id: int, after_id: int, limit: int) -> list[Notification]:
-        """Return the user's notifications after `after_id`; see `services.replay`."""
-        return await self.run(services.replay, user_id, after_id, limit)
+    async def replay(
+        self, subscription: Subscription, after_id: int, limit: int
+    ) -> list[Notification]:
+        """Return the notifications of the subscription's user after `after_id`.
+
+        What the replay claims also goes to the user's other streams. Raise TimeoutError when
+        the database does not answer within DATABASE_TIMEOUT.
+        """
+        async with asyncio.timeout(DATABASE_TIMEOUT):
+            shown = await self.run(services.replay, subscription.user_id, after_id, limit)
+        self.deliver(shown.claimed, skip=subscription)
+        return shown.rows
+
+    def deliver(
+        self, notifications: list[Notification], *, skip: Subscription | None = None
+    ) -> list[Notification]:
+        """Hand each notification to every stream of its user; return those nobody took."""
+        unclaimed = []
+        for notification in notifications:
+            subs = [s for s in self._subscriptions.get(notification.user_id, ()) if s is not skip]
+            for subscription in subs:
+                subscription.push(notification)
+            if not subs:
+                unclaimed.append(notification)
+        return unclaimed
 
     def subscribe(self, user_id: int, session_key: str) -> Subscription:
         """Start receiving the user's notifications; the poll starts with the first subscriber."""
@@ -191,6 +236,8 @@ class Hub:
             return execute(*params)
 
         try:
+            if connection.connection is None:
+                self._connect()
             with connection.execute_wrapper(count):
                 return func(*args, **kwargs)
         except DatabaseError:
@@ -198,6 +245,16 @@ class Hub:
             with contextlib.suppress(DatabaseError):
                 connection.close()
             raise
+
+    @staticmethod
+    def _connect() -> None:
+        connection.ensure_connection()
+        if connection.vendor == "postgresql":
+            # A lock held elsewhere (a migration, a long transaction) must not stall every
+            # stream of the process: the statement fails, and the poll tries again.
+            with connection.cursor() as cursor:
+                cursor.execute("SET statement_timeout = %s", [f"{DATABASE_TIMEOUT}s"])
+                cursor.execute("SET lock_timeout = %s", [f"{DATABASE_TIMEOUT / 2}s"])
 
     # The poll.
 
@@ -223,7 +280,8 @@ class Hub:
                     failing = False
                 if not again:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), conf.poll_interval())
+                        async with asyncio.timeout(conf.poll_interval()):
+                            await self._wake.wait()
                 self._wake.clear()
             # Idle: hand the connection back until the next stream opens.
             with contextlib.suppress(DatabaseError):
@@ -249,14 +307,8 @@ class Hub:
             services.claim_pending, user_ids, window=conf.recent_window(), limit=CLAIM_LIMIT
         )
         self.stats.claimed += len(claimed)
-        for notification in claimed:
-            subs = self._subscriptions.get(notification.user_id)
-            if subs:
-                for subscription in subs:
-                    subscription.push(notification)
-            else:
-                # Its user's last stream closed while the claim ran.
-                self._to_release.append(notification.pk)
+        # A row whose user's last stream closed while the claim ran goes back.
+        self._to_release.extend(n.pk for n in self.deliver(claimed))
         return len(claimed) >= CLAIM_LIMIT or bool(self._to_release)
 
     async def _check_sessions(self) -> None:

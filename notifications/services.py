@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import Notification
 
 # Ids per UPDATE: far below SQLite's and PostgreSQL's limits on bound parameters.
 CHUNK_SIZE = 500
-
-# Connected users up to which the poll names them in its WHERE clause; above it, the poll
-# reads every recent undispatched row and filters in Python (one query either way).
-_USER_FILTER_LIMIT = 500
 
 
 def _table() -> str:
@@ -32,6 +30,21 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[start : start + CHUNK_SIZE]
 
 
+def pending_query(since: datetime) -> QuerySet[Notification, tuple[int, int]]:
+    """Return the poll's query: (id, user_id) of every undispatched row created since `since`.
+
+    No user filter: the partial index on `created` (undispatched rows only) serves exactly this
+    query on SQLite and PostgreSQL, so its cost is the recent undispatched rows, not the users'
+    history. Naming users in the WHERE clause lets the planners pick the (user, id) index
+    instead and read every connected user's whole history each second.
+    """
+    return (
+        Notification.objects.filter(dispatched=False, created__gte=since)
+        .order_by("created")
+        .values_list("id", "user_id")
+    )
+
+
 def pending(user_ids: Collection[int], since: datetime, limit: int) -> list[tuple[int, int]]:
     """Return (id, user_id) of undispatched notifications created since `since` for these users.
 
@@ -39,18 +52,9 @@ def pending(user_ids: Collection[int], since: datetime, limit: int) -> list[tupl
     """
     if not user_ids:
         return []
-    rows = Notification.objects.filter(dispatched=False, created__gte=since)
-    if len(user_ids) <= _USER_FILTER_LIMIT:
-        rows = rows.filter(user_id__in=user_ids)
-        return list(rows.order_by("id").values_list("id", "user_id")[:limit])
     wanted = set(user_ids)
-    found = []
-    for pk, user_id in rows.order_by("id").values_list("id", "user_id").iterator():
-        if user_id in wanted:
-            found.append((pk, user_id))
-            if len(found) >= limit:
-                break
-    return found
+    found = [(pk, user_id) for pk, user_id in pending_query(since) if user_id in wanted]
+    return found[:limit]
 
 
 def claim(ids: Sequence[int]) -> list[Notification]:
@@ -60,14 +64,16 @@ def claim(ids: Sequence[int]) -> list[Notification]:
     """
     claimed: list[Notification] = []
     now = timezone.now()
-    for chunk in _chunks(sorted(set(ids))):
-        placeholders = ", ".join(["%s"] * len(chunk))
-        sql = (
-            f"UPDATE {_table()} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
-            f"WHERE id IN ({placeholders}) AND dispatched = %s "
-            "RETURNING id, user_id, text, created, dispatched, dispatched_at"
-        )
-        claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False]))
+    # All chunks or none: a row claimed by a chunk whose result is lost would never be sent.
+    with transaction.atomic():
+        for chunk in _chunks(sorted(set(ids))):
+            placeholders = ", ".join(["%s"] * len(chunk))
+            sql = (
+                f"UPDATE {_table()} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
+                f"WHERE id IN ({placeholders}) AND dispatched = %s "
+                "RETURNING id, user_id, text, created, dispatched, dispatched_at"
+            )
+            claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False]))
     claimed.sort(key=lambda n: n.pk)
     return claimed
 
@@ -75,10 +81,11 @@ def claim(ids: Sequence[int]) -> list[Notification]:
 def release(ids: Sequence[int]) -> int:
     """Mark claimed notifications that reached no stream undispatched again; return how many."""
     released = 0
-    for chunk in _chunks(sorted(set(ids))):
-        released += Notification.objects.filter(pk__in=chunk, dispatched=True).update(
-            dispatched=False, dispatched_at=None
-        )
+    with transaction.atomic():
+        for chunk in _chunks(sorted(set(ids))):
+            released += Notification.objects.filter(pk__in=chunk, dispatched=True).update(
+                dispatched=False, dispatched_at=None
+            )
     return released
 
 
@@ -89,36 +96,44 @@ def claim_pending(user_ids: Collection[int], *, window: float, limit: int) -> li
     return claim([pk for pk, _ in candidates]) if candidates else []
 
 
-def replay(user_id: int, after_id: int, limit: int) -> list[Notification]:
+def replay(user_id: int, after_id: int, limit: int) -> Shown:
     """Return the user's notifications with an id above `after_id`, dispatched or not.
 
-    The newest `limit` of them, oldest first. Undispatched ones among them are claimed, so
-    that no poll sends them again.
+    The newest `limit` of them, oldest first. Undispatched ones among them are claimed: the
+    caller sends them to this stream and hands the claimed ones to the user's other streams.
     """
     rows = list(
         Notification.objects.filter(user_id=user_id, pk__gt=after_id).order_by("-pk")[:limit]
     )
     rows.reverse()
-    _claim_shown(rows)
-    return rows
+    return Shown(rows, _claim_shown(rows))
 
 
-def history(user_id: int, limit: int) -> list[Notification]:
+def history(user_id: int, limit: int) -> Shown:
     """Return the user's newest `limit` notifications, newest first, claiming undispatched ones.
 
-    What a page shows has been seen: claiming it keeps the live stream from sending it again.
+    What a page shows has been seen; the caller hands the claimed ones to the user's open
+    streams, which would otherwise never get them.
     """
     rows = list(Notification.objects.filter(user_id=user_id).order_by("-pk")[:limit])
-    _claim_shown(rows)
-    return rows
+    return Shown(rows, _claim_shown(rows))
 
 
-def _claim_shown(rows: list[Notification]) -> None:
+class Shown(NamedTuple):
+    """Rows about to be shown, and those among them that showing them claimed."""
+
+    rows: list[Notification]
+    claimed: list[Notification]
+
+
+def _claim_shown(rows: list[Notification]) -> list[Notification]:
     undispatched = [n.pk for n in rows if not n.dispatched]
     if not undispatched:
-        return
-    claimed = {n.pk: n for n in claim(undispatched)}
+        return []
+    claimed = claim(undispatched)
+    by_id = {n.pk: n for n in claimed}
     for n in rows:
-        if n.pk in claimed:
+        if n.pk in by_id:
             n.dispatched = True
-            n.dispatched_at = claimed[n.pk].dispatched_at
+            n.dispatched_at = by_id[n.pk].dispatched_at
+    return claimed

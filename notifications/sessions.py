@@ -64,10 +64,18 @@ def session_users(session_keys: Collection[str]) -> dict[str, int]:
     return valid
 
 
+def _plausible(key: str) -> bool:
+    # A cookie can carry anything (Django decodes octal escapes, NUL included); PostgreSQL
+    # rejects a NUL with an error, so such a key must not reach a query at all.
+    return 0 < len(key) <= 4096 and key.isascii() and key.isprintable() and " " not in key
+
+
 def _load_sessions(session_keys: Collection[str]) -> dict[str, Mapping[str, Any]]:
     engine = import_module(settings.SESSION_ENGINE)
     store_class: type[SessionBase] = engine.SessionStore
-    keys = [k for k in set(session_keys) if k]
+    keys = [k for k in set(session_keys) if _plausible(k)]
+    if not keys:
+        return {}
     if not issubclass(store_class, DatabaseSessionStore):
         # Cache and cookie engines: nothing to batch, and no database query per key.
         loaded = {k: store_class(session_key=k).load() for k in keys}

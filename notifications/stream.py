@@ -46,11 +46,14 @@ async def notification_stream(
         replayed: set[int] = set()
         if last_event_id is not None:
             try:
-                rows = await hub.replay(user_id, last_event_id, conf.replay_limit())
-            except DatabaseError:
+                rows = await hub.replay(subscription, last_event_id, conf.replay_limit())
+            except (DatabaseError, TimeoutError):
                 # Ending lets the client reconnect with the same cursor once the database
                 # answers again; nothing has been sent, so nothing is skipped.
                 logger.warning("Replay failed; ending the stream", exc_info=True)
+                return
+            if subscription.closed:
+                # The session ended while the replay ran.
                 return
             replayed = {n.pk for n in rows}
             if rows:

@@ -4,6 +4,7 @@ import logging
 import re
 from urllib.parse import urlencode
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError
@@ -19,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from . import services
-from .hub import get_hub
+from .hub import get_hub, share
 from .stream import notification_stream
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
     assert request.user.pk is not None
-    notifications = services.history(request.user.pk, HISTORY_LIMIT)
+    notifications, claimed = services.history(request.user.pk, HISTORY_LIMIT)
+    if claimed:
+        async_to_sync(share)(claimed)
     newest_id = notifications[0].pk if notifications else 0
     stream_url = f"{reverse('notifications:stream')}?{urlencode({'last_event_id': newest_id})}"
     return render(
@@ -75,7 +78,7 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME, "")
     try:
         user_id = await hub.authenticate(session_key) if session_key else None
-    except DatabaseError:
+    except (DatabaseError, TimeoutError):
         logger.warning("Stream refused: the database did not answer", exc_info=True)
         unavailable = HttpResponse(
             "The database is not answering; try again shortly.\n",

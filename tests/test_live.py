@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -135,7 +136,7 @@ async def test_logout_ends_the_stream_and_the_reconnect_gets_403(
 
         assert logged_out.status_code == 302
         # The contract: within 5 seconds (the server checks every second here).
-        await stream.ended.wait()
+        await asyncio.wait_for(stream.ended.wait(), 5)
     async with client(key) as http, StreamReader(http) as again:
         assert again.status == 403
 

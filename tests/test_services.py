@@ -81,10 +81,11 @@ def test_release_makes_a_claimed_row_claimable_again(alice: AbstractUser) -> Non
 def test_history_is_newest_first_and_claims_what_it_shows(alice: AbstractUser) -> None:
     rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
 
-    shown = services.history(alice.pk, limit=2)
+    shown, claimed = services.history(alice.pk, limit=2)
 
     assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
     assert all(n.dispatched for n in shown)
+    assert sorted(n.pk for n in claimed) == [rows[1].pk, rows[2].pk]
     assert Notification.objects.get(pk=rows[0].pk).dispatched is False
     assert services.claim_pending([alice.pk], window=60, limit=10)[0].pk == rows[0].pk
 
@@ -96,16 +97,28 @@ def test_replay_sends_the_newest_after_the_cursor_oldest_first_dispatched_or_not
     Notification.objects.filter(pk=rows[3].pk).update(dispatched=True)
     Notification.objects.create(user=bob, text="bob's")
 
-    replayed = services.replay(alice.pk, after_id=rows[0].pk, limit=3)
+    replayed, claimed = services.replay(alice.pk, after_id=rows[0].pk, limit=3)
 
     assert [n.pk for n in replayed] == [rows[2].pk, rows[3].pk, rows[4].pk]
+    assert [n.pk for n in claimed] == [rows[2].pk, rows[4].pk]
     assert not Notification.objects.filter(user=alice, pk__gt=rows[1].pk, dispatched=False).exists()
 
 
-def test_poll_query_uses_the_partial_index(alice: AbstractUser) -> None:
-    since = timezone.now() - timedelta(seconds=60)
-    query = Notification.objects.filter(dispatched=False, created__gte=since).values_list("id")
-    plan = query.explain()
+def test_poll_query_reads_the_partial_index_not_the_users_history(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    old = timezone.now() - timedelta(days=1)
+    for user in (alice, bob):
+        Notification.objects.bulk_create(
+            [Notification(user=user, text="old", dispatched=True) for _ in range(3000)]
+        )
+    Notification.objects.update(created=old)
+    Notification.objects.create(user=alice, text="new")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+    plan = services.pending_query(timezone.now() - timedelta(seconds=60)).explain()
+
     assert "notification_undispatched" in plan, plan
 
 

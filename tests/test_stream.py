@@ -73,7 +73,7 @@ async def test_keepalive_comment_when_idle(
 async def test_replay_sends_rows_after_the_cursor_then_goes_live(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    old = await Notification.objects.acreate(user=alice, text="old", dispatched=True)
+    await Notification.objects.acreate(user=alice, text="old", dispatched=True)
     seen = await Notification.objects.acreate(user=alice, text="seen", dispatched=True)
     missed = await Notification.objects.acreate(user=alice, text="missed", dispatched=True)
     stream = notification_stream(hub, alice.pk, alice_session, last_event_id=seen.pk)
@@ -82,7 +82,6 @@ async def test_replay_sends_rows_after_the_cursor_then_goes_live(
     assert ids_in(await next_chunk(stream)) == [missed.pk]
     live = await Notification.objects.acreate(user=alice, text="live")
     assert ids_in(await next_chunk(stream)) == [live.pk]
-    assert old.pk < seen.pk
     await stream.aclose()
 
 
@@ -203,6 +202,15 @@ async def test_the_poll_stops_and_lets_its_connection_go_when_idle(
     hub.unsubscribe(subscription)
 
     await wait_until(lambda: hub._task is None or hub._task.done(), what="the poll to stop")
+    assert hub._executor is not None
+
+    def worker_connection_closed() -> bool:
+        from django.db import connection
+
+        return connection.connection is None
+
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(hub._executor, worker_connection_closed)
 
 
 async def test_a_database_error_delays_delivery_without_ending_the_stream(
@@ -296,3 +304,42 @@ async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
     assert not first.closed
     hub.unsubscribe(first)
     hub.unsubscribe(late)
+
+
+async def test_a_replay_shares_what_it_claims_with_the_users_other_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, settings: object
+) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 3600  # type: ignore[attr-defined]
+    tab_a = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(tab_a)  # subscribed; the poll ran once and now sleeps
+    n = await Notification.objects.acreate(user=alice, text="for both tabs")
+    tab_b = notification_stream(hub, alice.pk, alice_session, last_event_id=n.pk - 1)
+    await next_chunk(tab_b)
+
+    assert ids_in(await next_chunk(tab_b)) == [n.pk]  # replayed (and claimed) by tab B
+    assert ids_in(await next_chunk(tab_a)) == [n.pk]  # tab A is not left out
+    await tab_a.aclose()
+    await tab_b.aclose()
+
+
+async def test_a_cancel_right_after_a_push_still_ends_the_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from django.utils import timezone
+
+    stream = notification_stream(hub, alice.pk, alice_session)
+    await next_chunk(stream)
+
+    async def consume() -> None:
+        async for _ in stream:
+            pass
+
+    task = asyncio.ensure_future(consume())
+    [subscription] = hub._subscriptions[alice.pk]
+    await asyncio.sleep(0)  # one step of the loop: the consumer parks in next_batch
+    subscription.push(Notification(pk=10**9, user=alice, text="x", created=timezone.now()))
+    task.cancel()
+
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert task in done and task.cancelled()
+    assert hub.stream_count == 0

@@ -242,3 +242,48 @@ async def test_head_answers_the_status_without_opening_a_stream(
     assert hub.stream_count == 0
     signed_out = await Exchange(method="HEAD").start()
     assert signed_out.status == 403
+
+
+async def test_a_page_render_shares_what_it_claims_with_open_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 3600
+    stream = await Exchange(session=alice_session).start()
+    await stream.body()  # the retry field: subscribed, and the poll sleeps
+    n = await Notification.objects.acreate(user=alice, text="rendered and streamed")
+
+    page = await Exchange("/", session=alice_session).start()
+
+    assert page.status == 200
+    assert f"id: {n.pk}\n" in await stream.body()
+    assert (await Notification.objects.aget(pk=n.pk)).dispatched
+
+
+async def test_a_nul_in_the_session_cookie_gets_403_without_a_query(hub: Hub) -> None:
+    exchange = Exchange()
+    exchange.app.scope["headers"].append((b"cookie", b'sessionid="\\000abcdefgh"'))
+    response = await exchange.start()
+    assert response.status == 403
+    assert hub.stats.queries == 0
+
+
+async def test_a_database_that_does_not_answer_gets_503_not_a_hang(
+    hub: Hub, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from notifications import hub as hub_module
+
+    release = threading.Event()
+
+    def stuck(keys: object) -> object:
+        release.wait(10)
+        return {}
+
+    monkeypatch.setattr(hub_module, "DATABASE_TIMEOUT", 0.2)
+    monkeypatch.setattr(hub_module, "session_users", stuck)
+    try:
+        response = await Exchange(session=alice_session).start()
+    finally:
+        release.set()
+    assert response.status == 503
