@@ -287,3 +287,49 @@ async def test_a_database_that_does_not_answer_gets_503_not_a_hang(
     finally:
         release.set()
     assert response.status == 503
+
+
+@pytest.mark.postgresql
+async def test_a_locked_table_delays_delivery_without_stalling_new_streams(
+    hub: Hub,
+    alice: AbstractUser,
+    alice_session: str,
+    bob_session: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    from notifications import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "DATABASE_TIMEOUT", 2)
+    alices = await Exchange(session=alice_session).start()
+    await alices.body()
+    await wait_until(lambda: hub.stats.ticks >= 1, what="a first poll")
+
+    locked, unlock = threading.Event(), threading.Event()
+    params = connection.get_connection_params()
+
+    def hold_the_lock() -> None:
+        with psycopg.connect(**params) as other:
+            other.execute("LOCK TABLE notifications_notification IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            unlock.wait(30)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        errors = hub.stats.errors
+        await wait_until(lambda: hub.stats.errors > errors, what="a poll to hit the lock")
+        # The worker is not stuck behind the lock: a new stream is still let in.
+        bobs = await Exchange(session=bob_session).start()
+        assert bobs.status == 200
+    finally:
+        unlock.set()
+        holder.join(10)
+
+    n = await Notification.objects.acreate(user=alice, text="after the lock")
+    assert f"id: {n.pk}\n" in await alices.body()
