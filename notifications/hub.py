@@ -118,6 +118,8 @@ class HubStats:
 
     ticks: int = 0
     queries: int = 0
+    # Queries of the last complete poll (claim and release; session checks are apart).
+    last_tick_queries: int = 0
     claimed: int = 0
     released: int = 0
     sessions_ended: int = 0
@@ -293,6 +295,13 @@ class Hub:
         """Claim and fan out once; return True when there may be more to claim at once."""
         self.stats.ticks += 1
         self.stats.last_tick = time.monotonic()
+        queries_before = self.stats.queries
+        try:
+            return await self._claim_and_release()
+        finally:
+            self.stats.last_tick_queries = self.stats.queries - queries_before
+
+    async def _claim_and_release(self) -> bool:
         if self._to_release:
             ids, self._to_release = self._to_release, []
             try:
