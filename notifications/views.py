@@ -45,7 +45,7 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "notifications/page.html",
-        {"notifications": notifications, "stream_url": stream_url, "newest_id": newest_id},
+        {"notifications": notifications, "stream_url": stream_url},
     )
 
 

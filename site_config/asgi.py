@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.asgi import get_asgi_application
+from django.urls import reverse
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_config.settings")
 
 django_application = get_asgi_application()
 
-STREAM_PATH = "/notifications/stream/"
-
 _stream_executor: ThreadPoolExecutor | None = None
+
+
+@functools.cache
+def _stream_path() -> str:
+    # From the URLconf, so the two cannot drift apart.
+    return reverse("notifications:stream")
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -27,7 +33,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     those receivers, at its start and end, so streams share one thread instead; Django's handler,
     middleware and view run as usual. Every other request keeps its own thread.
     """
-    if scope["type"] == "http" and scope["path"] == STREAM_PATH:
+    if scope["type"] == "http" and scope["path"] == _stream_path():
         global _stream_executor
         if _stream_executor is None:
             _stream_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streams")

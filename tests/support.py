@@ -68,9 +68,6 @@ class DaphneServer:
                 count += os.readlink(fd) == path
         return count
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
 
 @contextlib.contextmanager
 def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterator[DaphneServer]:
