@@ -33,3 +33,21 @@ def retry_milliseconds() -> int:
 def session_check_interval() -> float:
     """Seconds between two checks that the sessions behind open streams are still valid."""
     return float(getattr(settings, "NOTIFICATIONS_SESSION_CHECK_INTERVAL", 2.0))
+
+
+def max_streams_per_user() -> int:
+    """Most streams one user may hold open in one process; one more is answered with 429."""
+    return int(getattr(settings, "NOTIFICATIONS_MAX_STREAMS_PER_USER", 10))
+
+
+def max_streams() -> int:
+    """Most streams one process holds open; one more is answered with 429.
+
+    0 (the default) means: as many as the process's open-file limit leaves room for.
+    """
+    return int(getattr(settings, "NOTIFICATIONS_MAX_STREAMS", 0))
+
+
+def max_length() -> int:
+    """Most characters a notification's text may have."""
+    return int(getattr(settings, "NOTIFICATIONS_MAX_LENGTH", 10_000))

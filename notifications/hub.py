@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 
 from . import conf, services
 from .models import Notification
@@ -64,6 +64,46 @@ async def share(notifications: list[Notification]) -> None:
     hub = _hubs.get(asyncio.get_running_loop())
     if hub is not None:
         hub.deliver(notifications)
+
+
+def notifications_created(using: str | None = None) -> None:
+    """Wake this process's pollers once the current transaction commits.
+
+    `Notification.save()` triggers this itself (a post_save receiver); code that inserts rows
+    without save() (`bulk_create`, raw SQL) calls it after the insert. Other processes learn of
+    new rows through PostgreSQL's NOTIFY (an insert trigger), SQLite's data_version, or at the
+    latest at their next poll.
+    """
+    transaction.on_commit(wake_local_hubs, using=using, robust=True)
+
+
+def wake_local_hubs() -> None:
+    """Make every hub of this process poll now; safe to call from any thread."""
+    for loop, hub in list(_hubs.items()):
+        with contextlib.suppress(RuntimeError):  # a loop that is closed or closing
+            loop.call_soon_threadsafe(hub.wake)
+
+
+def process_stats() -> dict[str, Any]:
+    """The counters of every hub in this process, summed; for health checks and metrics."""
+    hubs = list(_hubs.values())
+    ticks = [h.stats.last_tick for h in hubs if h.stats.last_tick is not None]
+    return {
+        "streams": sum(h.stream_count for h in hubs),
+        "users": sum(len(h._subscriptions) for h in hubs),
+        "ticks": sum(h.stats.ticks for h in hubs),
+        "queries": sum(h.stats.queries for h in hubs),
+        "claimed": sum(h.stats.claimed for h in hubs),
+        "delivered": sum(h.stats.delivered for h in hubs),
+        "released": sum(h.stats.released for h in hubs),
+        "sessions_ended": sum(h.stats.sessions_ended for h in hubs),
+        "refused": sum(h.stats.refused for h in hubs),
+        "errors": sum(h.stats.errors for h in hubs),
+        "last_tick_duration": max((h.stats.last_tick_duration for h in hubs), default=0.0),
+        # time.monotonic() of the most recent poll of any hub, None before the first.
+        "last_tick": max(ticks) if ticks else None,
+        "polling": any(h.polling for h in hubs),
+    }
 
 
 class Subscription:
@@ -121,10 +161,16 @@ class HubStats:
     # Queries of the last complete poll (claim and release; session checks are apart).
     last_tick_queries: int = 0
     claimed: int = 0
+    # Notifications handed to at least one stream (by the poll, a replay or a page render).
+    delivered: int = 0
     released: int = 0
+    # Streams refused by the per-user or per-process cap.
+    refused: int = 0
     sessions_ended: int = 0
     errors: int = 0
     last_tick: float | None = field(default=None)
+    # Seconds the last complete poll took.
+    last_tick_duration: float = 0.0
 
 
 class Hub:
@@ -139,6 +185,11 @@ class Hub:
         self._wake = asyncio.Event()
 
     # Streams' side.
+
+    @property
+    def polling(self) -> bool:
+        """True while the poll runs (it stops when no stream is open)."""
+        return self._task is not None and not self._task.done()
 
     @property
     def stream_count(self) -> int:
@@ -175,7 +226,9 @@ class Hub:
             subs = [s for s in self._subscriptions.get(notification.user_id, ()) if s is not skip]
             for subscription in subs:
                 subscription.push(notification)
-            if not subs:
+            if subs:
+                self.stats.delivered += 1
+            else:
                 unclaimed.append(notification)
         return unclaimed
 
@@ -294,12 +347,13 @@ class Hub:
     async def _tick(self) -> bool:
         """Claim and fan out once; return True when there may be more to claim at once."""
         self.stats.ticks += 1
-        self.stats.last_tick = time.monotonic()
+        started = self.stats.last_tick = time.monotonic()
         queries_before = self.stats.queries
         try:
             return await self._claim_and_release()
         finally:
             self.stats.last_tick_queries = self.stats.queries - queries_before
+            self.stats.last_tick_duration = time.monotonic() - started
 
     async def _claim_and_release(self) -> bool:
         if self._to_release:
