@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+
 from django.conf import settings
 
 
@@ -51,3 +53,26 @@ def max_streams() -> int:
 def max_length() -> int:
     """Most characters a notification's text may have."""
     return int(getattr(settings, "NOTIFICATIONS_MAX_LENGTH", 10_000))
+
+
+def stream_max_bytes() -> int:
+    """Bytes after which a stream ends itself and the client reconnects (0: no limit).
+
+    Bounds what a client that stops reading can leave buffered in the server.
+    """
+    return int(getattr(settings, "NOTIFICATIONS_STREAM_MAX_BYTES", 1_048_576))
+
+
+def effective_max_streams() -> int:
+    """NOTIFICATIONS_MAX_STREAMS, or when it is 0, what the open-file limit leaves room for.
+
+    Each stream holds one socket; a tenth of the limit (at least 64) stays free for the
+    database, log files and ordinary requests.
+    """
+    configured = max_streams()
+    if configured > 0:
+        return configured
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(soft - max(64, soft // 10), 1)

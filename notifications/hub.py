@@ -106,6 +106,18 @@ def process_stats() -> dict[str, Any]:
     }
 
 
+class StreamRefused(Exception):
+    """A new stream would exceed the per-user or the per-process cap."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# Seconds after which a place reserved for a stream whose response never started is freed.
+UNSTARTED_TIMEOUT = 30
+
+
 class Subscription:
     """One stream's place in the hub: the notifications claimed for it, waiting to be sent."""
 
@@ -113,6 +125,9 @@ class Subscription:
         self.user_id = user_id
         self.session_key = session_key
         self.closed = False
+        # Set when the stream's generator runs; see Hub._sweep_unstarted().
+        self.started = False
+        self.created = time.monotonic()
         self._items: deque[Notification] = deque()
         self._ready = asyncio.Event()
 
@@ -179,6 +194,7 @@ class Hub:
     def __init__(self) -> None:
         self.stats = HubStats()
         self._subscriptions: dict[int, set[Subscription]] = {}
+        self._stream_count = 0
         self._to_release: list[int] = []
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
@@ -193,7 +209,29 @@ class Hub:
 
     @property
     def stream_count(self) -> int:
-        return sum(len(subs) for subs in self._subscriptions.values())
+        return self._stream_count
+
+    def check_admission(self, user_id: int) -> None:
+        """Raise StreamRefused if a new stream of this user would exceed a cap."""
+        per_user = conf.max_streams_per_user()
+        if len(self._subscriptions.get(user_id, ())) >= per_user:
+            self.stats.refused += 1
+            raise StreamRefused(
+                f"Too many open streams for this account: at most {per_user} per server "
+                "process. Close other tabs or windows of this site, or try again later.",
+                retry_after=10,
+            )
+        if self._stream_count >= conf.effective_max_streams():
+            self.stats.refused += 1
+            raise StreamRefused(
+                "This server holds as many streams as it can; try again shortly.",
+                retry_after=10,
+            )
+
+    def admit(self, user_id: int, session_key: str) -> Subscription:
+        """Subscribe a new stream of the user, or raise StreamRefused if a cap is reached."""
+        self.check_admission(user_id)
+        return self.subscribe(user_id, session_key)
 
     async def authenticate(self, session_key: str) -> int | None:
         """Return the id of the user logged in with this session key, or None.
@@ -236,6 +274,7 @@ class Hub:
         """Start receiving the user's notifications; the poll starts with the first subscriber."""
         subscription = Subscription(user_id, session_key)
         self._subscriptions.setdefault(user_id, set()).add(subscription)
+        self._stream_count += 1
         if self._task is None or self._task.done():
             # A fresh context: the poll outlives the request that happened to start it.
             self._task = asyncio.get_running_loop().create_task(
@@ -246,8 +285,9 @@ class Hub:
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop a subscription. What it held unsent is released if its user has no other."""
         subs = self._subscriptions.get(subscription.user_id)
-        if subs is not None:
-            subs.discard(subscription)
+        if subs is not None and subscription in subs:
+            subs.remove(subscription)
+            self._stream_count -= 1
             if not subs:
                 del self._subscriptions[subscription.user_id]
         leftover = subscription.close()
@@ -374,7 +414,17 @@ class Hub:
         self._to_release.extend(n.pk for n in self.deliver(claimed))
         return len(claimed) >= CLAIM_LIMIT or bool(self._to_release)
 
+    def _sweep_unstarted(self) -> None:
+        # A stream whose client left while the response was still in Django's middleware
+        # never runs its generator, and Django never closes its body: free its place.
+        stale = time.monotonic() - UNSTARTED_TIMEOUT
+        for subs in list(self._subscriptions.values()):
+            for subscription in list(subs):
+                if not subscription.started and subscription.created < stale:
+                    self.unsubscribe(subscription)
+
     async def _check_sessions(self) -> None:
+        self._sweep_unstarted()
         checked = [s for subs in self._subscriptions.values() for s in subs]
         valid = await self.run(session_users, {s.session_key for s in checked})
         # Only what was checked: a stream that opened meanwhile was authenticated just now.

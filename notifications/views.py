@@ -20,8 +20,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from . import services
-from .hub import get_hub, share
-from .stream import notification_stream
+from .hub import StreamRefused, get_hub, share
+from .stream import NotificationStream
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +96,22 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     except ValueError as exc:
         return HttpResponseBadRequest(f"{exc}\n", content_type=TEXT_PLAIN)
     response: HttpResponse | StreamingHttpResponse
-    if request.method == "HEAD":
-        # What a page asks once its EventSource has given up: would a new one be let in?
-        response = HttpResponse(content_type=EVENT_STREAM)
-    else:
-        response = StreamingHttpResponse(
-            notification_stream(hub, user_id, session_key, last_event_id=last_event_id),
-            content_type=EVENT_STREAM,
-        )
+    try:
+        if request.method == "HEAD":
+            # What a page asks once its EventSource has given up: would a new one be let in?
+            hub.check_admission(user_id)
+            response = HttpResponse(content_type=EVENT_STREAM)
+        else:
+            subscription = hub.admit(user_id, session_key)
+            response = StreamingHttpResponse(
+                NotificationStream(hub, subscription, last_event_id=last_event_id),
+                content_type=EVENT_STREAM,
+            )
+    except StreamRefused as exc:
+        logger.warning("Stream refused for user %s: %s", user_id, exc)
+        refused = HttpResponse(f"{exc}\n", status=429, content_type=TEXT_PLAIN)
+        refused["Retry-After"] = str(exc.retry_after)
+        return refused
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -107,10 +107,15 @@ def daphne_server(
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1",
         "NOTIFICATIONS_SESSION_CHECK_INTERVAL": "1",
+        # Above the 21 streams per user that the thread-count test opens.
+        "NOTIFICATIONS_MAX_STREAMS_PER_USER": str(LIVE_MAX_STREAMS_PER_USER),
     }
     log = Path(tmp_path_factory.mktemp("daphne")) / "daphne.log"
     with start_daphne(env, log) as server:
         yield server
+
+
+LIVE_MAX_STREAMS_PER_USER = 25
 
 
 @pytest.fixture

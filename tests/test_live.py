@@ -295,3 +295,29 @@ async def test_two_processes_never_both_send_a_notification(
 
     everything = received[0] + received[1]
     assert sorted(everything) == sorted(sent), "a notification was lost or sent twice"
+
+
+async def test_one_account_at_its_stream_cap_does_not_starve_another(
+    client: Client, alice: AbstractUser, bob: AbstractUser
+) -> None:
+    from .conftest import LIVE_MAX_STREAMS_PER_USER
+
+    keys = [await sync_to_async(session_for)(u) for u in (alice, bob)]
+    async with AsyncExitStack() as stack:
+        alice_http = await stack.enter_async_context(client(keys[0]))
+        bob_http = await stack.enter_async_context(client(keys[1]))
+        for _ in range(LIVE_MAX_STREAMS_PER_USER):
+            reader = await stack.enter_async_context(StreamReader(alice_http))
+            assert reader.status == 200
+
+        refused = await alice_http.get("/notifications/stream/")
+        probe = await alice_http.head("/notifications/stream/")
+        bob_stream = await stack.enter_async_context(StreamReader(bob_http))
+        sent = await create(bob, "still served")
+
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "10"
+        assert "Too many open streams" in refused.text
+        assert probe.status_code == 429
+        assert bob_stream.status == 200
+        assert payload(await bob_stream.next())["id"] == sent.pk

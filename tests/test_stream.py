@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -30,7 +31,7 @@ async def next_chunk(stream: object, timeout: float = 10) -> str:
 async def test_first_chunk_is_the_retry_field_at_once(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     assert await next_chunk(stream, timeout=1) == "retry: 2000\n\n"
     await stream.aclose()
 
@@ -38,7 +39,7 @@ async def test_first_chunk_is_the_retry_field_at_once(
 async def test_live_notification_is_sent_once_as_an_sse_event(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     n = await Notification.objects.acreate(user=alice, text="hello\nworld")
 
@@ -64,7 +65,7 @@ async def test_keepalive_comment_when_idle(
     hub: Hub, alice: AbstractUser, alice_session: str, settings: object
 ) -> None:
     settings.NOTIFICATIONS_KEEPALIVE = 0.05  # type: ignore[attr-defined]
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     assert await next_chunk(stream) == ": keepalive\n"
     await stream.aclose()
@@ -76,7 +77,7 @@ async def test_replay_sends_rows_after_the_cursor_then_goes_live(
     await Notification.objects.acreate(user=alice, text="old", dispatched=True)
     seen = await Notification.objects.acreate(user=alice, text="seen", dispatched=True)
     missed = await Notification.objects.acreate(user=alice, text="missed", dispatched=True)
-    stream = notification_stream(hub, alice.pk, alice_session, last_event_id=seen.pk)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=seen.pk)
     await next_chunk(stream)
 
     assert ids_in(await next_chunk(stream)) == [missed.pk]
@@ -88,7 +89,7 @@ async def test_replay_sends_rows_after_the_cursor_then_goes_live(
 async def test_a_row_both_replayed_and_claimed_live_is_sent_once(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session, last_event_id=0)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=0)
     await next_chunk(stream)  # subscribed; the replay has not run yet
     both = await Notification.objects.acreate(user=alice, text="both")
     await wait_until(lambda: hub.stats.claimed == 1, what="the hub to claim the row")
@@ -102,7 +103,7 @@ async def test_a_row_both_replayed_and_claimed_live_is_sent_once(
 async def test_closing_the_generator_unsubscribes(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     assert hub.stream_count == 1
 
@@ -114,7 +115,7 @@ async def test_closing_the_generator_unsubscribes(
 async def test_the_stream_ends_when_its_session_is_deleted(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     await Session.objects.filter(session_key=alice_session).adelete()
 
@@ -126,7 +127,7 @@ async def test_the_stream_ends_when_its_session_is_deleted(
 async def test_the_stream_ends_when_its_user_is_deactivated(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     alice.is_active = False
     await alice.asave()
@@ -231,7 +232,7 @@ async def test_a_database_error_delays_delivery_without_ending_the_stream(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(services, "claim_pending", flaky)
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     n = await Notification.objects.acreate(user=alice, text="late")
 
@@ -244,7 +245,7 @@ async def test_a_database_error_delays_delivery_without_ending_the_stream(
 async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     first = await Notification.objects.acreate(user=alice, text="before")
     assert ids_in(await next_chunk(stream)) == [first.pk]
@@ -310,10 +311,11 @@ async def test_a_replay_shares_what_it_claims_with_the_users_other_streams(
     hub: Hub, alice: AbstractUser, alice_session: str, settings: object
 ) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 3600  # type: ignore[attr-defined]
-    tab_a = notification_stream(hub, alice.pk, alice_session)
+    tab_a = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(tab_a)  # subscribed; the poll ran once and now sleeps
-    n = await Notification.objects.acreate(user=alice, text="for both tabs")
-    tab_b = notification_stream(hub, alice.pk, alice_session, last_event_id=n.pk - 1)
+    # Inserted without save(), so nothing wakes the poll: the replay claims it.
+    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="for both tabs")])
+    tab_b = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=n.pk - 1)
     await next_chunk(tab_b)
 
     assert ids_in(await next_chunk(tab_b)) == [n.pk]  # replayed (and claimed) by tab B
@@ -327,7 +329,7 @@ async def test_a_cancel_right_after_a_push_still_ends_the_stream(
 ) -> None:
     from django.utils import timezone
 
-    stream = notification_stream(hub, alice.pk, alice_session)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
 
     async def consume() -> None:
@@ -343,3 +345,54 @@ async def test_a_cancel_right_after_a_push_still_ends_the_stream(
     done, _ = await asyncio.wait([task], timeout=5)
     assert task in done and task.cancelled()
     assert hub.stream_count == 0
+
+
+async def test_closing_a_stream_body_that_never_ran_frees_its_place(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from notifications.stream import NotificationStream
+
+    body = NotificationStream(hub, hub.admit(alice.pk, alice_session), last_event_id=None)
+    assert hub.stream_count == 1
+
+    await sync_to_async(body.close)()  # as Django does, from a worker thread
+
+    await wait_until(lambda: hub.stream_count == 0, what="the place to be freed")
+
+
+async def test_a_place_whose_stream_never_started_is_freed_by_the_sweep(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "UNSTARTED_TIMEOUT", 0)
+    started = hub.subscribe(alice.pk, alice_session)
+    started.started = True
+    never_started = hub.subscribe(alice.pk, alice_session)
+
+    await wait_until(lambda: never_started.closed, what="the sweep")
+
+    assert not started.closed
+    assert hub.stream_count == 1
+    hub.unsubscribe(started)
+
+
+async def test_a_stream_ends_after_its_byte_budget_and_resumes_without_a_gap(
+    hub: Hub, alice: AbstractUser, alice_session: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_STREAM_MAX_BYTES = 300
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    first = await Notification.objects.acreate(user=alice, text="x" * 400)
+    assert ids_in(await next_chunk(stream)) == [first.pk]
+    second = await Notification.objects.acreate(user=alice, text="after the budget")
+
+    with pytest.raises(StopAsyncIteration):
+        await next_chunk(stream)  # ended: a client reconnects with Last-Event-ID
+
+    resumed = notification_stream(
+        hub, hub.subscribe(alice.pk, alice_session), last_event_id=first.pk
+    )
+    await next_chunk(resumed)
+    assert ids_in(await next_chunk(resumed)) == [second.pk]
+    await resumed.aclose()

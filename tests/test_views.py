@@ -333,3 +333,47 @@ async def test_a_locked_table_delays_delivery_without_stalling_new_streams(
 
     n = await Notification.objects.acreate(user=alice, text="after the lock")
     assert f"id: {n.pk}\n" in await alices.body()
+
+
+async def test_a_stream_beyond_the_users_cap_gets_429_and_others_still_get_in(
+    hub: Hub, alice_session: str, bob_session: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_MAX_STREAMS_PER_USER = 2
+    for _ in range(2):
+        assert (await Exchange(session=alice_session).start()).status == 200
+
+    refused = await Exchange(session=alice_session).start()
+    probe = await Exchange(session=alice_session, method="HEAD").start()
+    bob = await Exchange(session=bob_session).start()
+
+    assert refused.status == 429
+    assert refused.headers["retry-after"] == "10"
+    assert refused.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "Too many open streams for this account: at most 2" in await refused.body()
+    assert probe.status == 429
+    assert bob.status == 200
+    assert hub.stats.refused == 2
+
+
+async def test_the_process_cap_refuses_every_user(
+    hub: Hub, alice_session: str, bob_session: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_MAX_STREAMS = 1
+    assert (await Exchange(session=alice_session).start()).status == 200
+
+    refused = await Exchange(session=bob_session).start()
+
+    assert refused.status == 429
+    assert "as many streams as it can" in await refused.body()
+
+
+async def test_a_closed_stream_frees_its_place_under_the_cap(
+    hub: Hub, alice_session: str, settings: Any
+) -> None:
+    settings.NOTIFICATIONS_MAX_STREAMS_PER_USER = 1
+    first = await Exchange(session=alice_session).start()
+    await first.body()
+    await first.disconnect()
+    await wait_until(lambda: hub.stream_count == 0, what="the first stream to end")
+
+    assert (await Exchange(session=alice_session).start()).status == 200
