@@ -76,3 +76,8 @@ def effective_max_streams() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1_000_000
     return max(soft - max(64, soft // 10), 1)
+
+
+def change_check_interval() -> float:
+    """Seconds between two looks at SQLite's data_version (commits by other processes)."""
+    return float(getattr(settings, "NOTIFICATIONS_CHANGE_CHECK_INTERVAL", 0.05))

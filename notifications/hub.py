@@ -39,6 +39,12 @@ T = TypeVar("T")
 # Rows claimed per query; a larger backlog is claimed by the next queries without a pause.
 CLAIM_LIMIT = 1000
 
+# The channel the insert trigger NOTIFYs on PostgreSQL (migration 0002).
+POSTGRES_CHANNEL = "notifications_created"
+
+# Least seconds between two polls, so a burst of wake-ups is claimed in few queries.
+MIN_POLL_GAP = 0.01
+
 # Seconds a stream waits for the database (authentication, replay) before giving up, and the
 # statement timeout of the hub's PostgreSQL connection.
 DATABASE_TIMEOUT = 10
@@ -104,6 +110,16 @@ def process_stats() -> dict[str, Any]:
         "last_tick": max(ticks) if ticks else None,
         "polling": any(h.polling for h in hubs),
     }
+
+
+DATA_VERSION = "PRAGMA data_version"
+
+
+def _data_version() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(DATA_VERSION)
+        row = cursor.fetchone()
+    return int(row[0])
 
 
 class StreamRefused(Exception):
@@ -182,6 +198,10 @@ class HubStats:
     # Streams refused by the per-user or per-process cap.
     refused: int = 0
     sessions_ended: int = 0
+    # Wake-ups: by a save or send in this process, by PostgreSQL's NOTIFY, by SQLite's
+    # data_version; and how often data_version was read (not counted in `queries`).
+    wakes: int = 0
+    change_checks: int = 0
     errors: int = 0
     last_tick: float | None = field(default=None)
     # Seconds the last complete poll took.
@@ -298,6 +318,7 @@ class Hub:
 
     def wake(self) -> None:
         """Poll now instead of at the end of the interval."""
+        self.stats.wakes += 1
         self._wake.set()
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -326,9 +347,12 @@ class Hub:
     # The worker thread.
 
     def _call(self, func: Callable[..., T], args: Any, kwargs: Any) -> T:
-        def count(execute: Callable[..., Any], *params: Any) -> Any:
-            self.stats.queries += 1
-            return execute(*params)
+        def count(execute: Callable[..., Any], sql: str, *params: Any) -> Any:
+            if sql == DATA_VERSION:
+                self.stats.change_checks += 1
+            else:
+                self.stats.queries += 1
+            return execute(sql, *params)
 
         try:
             if connection.connection is None:
@@ -357,32 +381,96 @@ class Hub:
         next_session_check = time.monotonic() + conf.session_check_interval()
         failing = False
         while True:
-            while self._subscriptions or self._to_release:
-                again = False
-                try:
-                    again = await self._tick()
-                    if self._subscriptions and time.monotonic() >= next_session_check:
-                        next_session_check = time.monotonic() + conf.session_check_interval()
-                        await self._check_sessions()
-                except Exception:
-                    self.stats.errors += 1
-                    if not failing:
-                        logger.exception("Notification poll failed; retrying every interval")
-                    failing = True
-                else:
-                    if failing:
-                        logger.warning("Notification poll recovered")
-                    failing = False
-                if not again:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(conf.poll_interval()):
-                            await self._wake.wait()
-                self._wake.clear()
+            watcher = asyncio.get_running_loop().create_task(self._watch_for_changes())
+            try:
+                while self._subscriptions or self._to_release:
+                    again = False
+                    started = time.monotonic()
+                    try:
+                        again = await self._tick()
+                        if self._subscriptions and time.monotonic() >= next_session_check:
+                            next_session_check = time.monotonic() + conf.session_check_interval()
+                            await self._check_sessions()
+                    except Exception:
+                        self.stats.errors += 1
+                        if not failing:
+                            logger.exception("Notification poll failed; retrying every interval")
+                        failing = True
+                    else:
+                        if failing:
+                            logger.warning("Notification poll recovered")
+                        failing = False
+                    if not again:
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(conf.poll_interval()):
+                                await self._wake.wait()
+                        # A burst of wake-ups is claimed together, not a query each.
+                        await asyncio.sleep(max(0.0, started + MIN_POLL_GAP - time.monotonic()))
+                    self._wake.clear()
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             # Idle: hand the connection back until the next stream opens.
             with contextlib.suppress(DatabaseError):
                 await self.run(connection.close)
             if not self._subscriptions and not self._to_release:
                 return
+
+    async def _watch_for_changes(self) -> None:
+        """Wake the poll when another process commits notifications (the poll still runs)."""
+        try:
+            if connection.vendor == "postgresql":
+                await self._listen_postgresql()
+            elif connection.vendor == "sqlite":
+                await self._watch_sqlite()
+        except Exception:
+            # The poll alone still delivers, within its interval.
+            logger.exception("Watching for new notifications failed")
+
+    async def _listen_postgresql(self) -> None:
+        import psycopg
+
+        params = connection.get_connection_params()
+        for django_only in ("context", "cursor_factory", "prepare_threshold"):
+            params.pop(django_only, None)
+        params.setdefault("connect_timeout", DATABASE_TIMEOUT)
+        delay = 1.0
+        while True:
+            try:
+                listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+                async with listener:
+                    await listener.execute(f"LISTEN {POSTGRES_CHANNEL}")
+                    delay = 1.0
+                    # Rows inserted while nobody listened: look now.
+                    self.wake()
+                    async for _ in listener.notifies():
+                        self.wake()
+            except (psycopg.Error, OSError) as exc:
+                logger.warning(
+                    "LISTEN connection failed (%s); the poll alone delivers until it is back",
+                    exc,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def _watch_sqlite(self) -> None:
+        # data_version changes when another connection (a process, a request thread) commits
+        # to the database file; reading it costs microseconds, not a query plan.
+        interval = conf.change_check_interval()
+        last: int | None = None
+        while True:
+            try:
+                async with asyncio.timeout(DATABASE_TIMEOUT):
+                    version = await self.run(_data_version)
+            except (DatabaseError, TimeoutError):
+                version = None
+            # A first reading (or the first after an error) wakes too: a commit just before
+            # it would otherwise wait for the poll interval.
+            if version is not None and version != last:
+                self.wake()
+            last = version
+            await asyncio.sleep(interval)
 
     async def _tick(self) -> bool:
         """Claim and fan out once; return True when there may be more to claim at once."""

@@ -159,6 +159,12 @@ async def test_reconnect_with_last_event_id_replays_what_was_missed(
             assert [payload(await resumed.next())["id"] for _ in missed] == [m.pk for m in missed]
 
 
+def is_postgresql() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "postgresql"
+
+
 def server_db_connections(server: DaphneServer) -> int:
     from django.db import connection
 
@@ -181,6 +187,14 @@ async def test_threads_and_database_connections_do_not_grow_with_streams(
         first = await stack.enter_async_context(StreamReader(http[0]))
         await create(alice, "warm up")
         await first.next()
+        if await sync_to_async(is_postgresql)():
+            # The hub's connection, and the LISTEN one, which connects on its own time.
+            for _ in range(500):  # up to 10 s
+                if await sync_to_async(server_db_connections)(daphne_server) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the hub's and the LISTEN connection did not both open")
         one = (
             daphne_server.status()["Threads"],
             await sync_to_async(server_db_connections)(daphne_server),
@@ -195,13 +209,12 @@ async def test_threads_and_database_connections_do_not_grow_with_streams(
             await sync_to_async(server_db_connections)(daphne_server),
         )
 
-    from django.db import connection
-
     assert many[1] == one[1], f"connections with 1 stream: {one[1]}, with 41: {many[1]}"
     # SQLite keeps the descriptor of a closed connection open while another connection of the
     # process holds a lock on the file (closing it would drop the process's POSIX locks), and
     # reuses it: a page view's closed connection may still show as a second handle.
-    assert one[1] <= (1 if connection.vendor == "postgresql" else 2)
+    # PostgreSQL: the hub's connection and the LISTEN one.
+    assert one[1] <= 2
     assert many[0] <= one[0] + 1, f"threads with 1 stream: {one[0]}, with 41: {many[0]}"
 
 
@@ -321,3 +334,47 @@ async def test_one_account_at_its_stream_cap_does_not_starve_another(
         assert probe.status_code == 429
         assert bob_stream.status == 200
         assert payload(await bob_stream.next())["id"] == sent.pk
+
+
+@pytest.fixture
+def hourly_poll_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
+    """A server that polls once an hour: whatever arrives sooner was woken up."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "NOTIFICATIONS_POLL_INTERVAL": "3600",
+    }
+    with start_daphne(env, tmp_path / "hourly.log") as server:
+        yield server
+
+
+async def test_the_admin_form_and_other_processes_wake_the_poll(
+    hourly_poll_server: DaphneServer, alice: AbstractUser, staff: AbstractUser
+) -> None:
+    """In the server's process: a save wakes its poll. From this process: PostgreSQL's
+    NOTIFY, or SQLite's data_version."""
+    keys = [await sync_to_async(session_for)(u) for u in (alice, staff)]
+    async with AsyncExitStack() as stack:
+        alice_http, admin_http = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=hourly_poll_server.url, cookies={"sessionid": k}, timeout=30
+                )
+            )
+            for k in keys
+        ]
+        stream = await stack.enter_async_context(StreamReader(alice_http))
+        add = "/admin/notifications/notification/add/"
+        token = await csrf_token(admin_http, add)
+
+        saved = await admin_http.post(
+            add,
+            data={"csrfmiddlewaretoken": token, "user": str(alice.pk), "text": "from the admin"},
+        )
+        assert saved.status_code == 302, saved.text[:2000]
+        assert payload(await stream.next())["text"] == "from the admin"
+
+        elsewhere = await create(alice, "from another process")
+        assert payload(await stream.next())["id"] == elsewhere.pk

@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractUser
 from django.contrib.sessions.models import Session
+from django.utils import timezone
 
 from notifications.hub import Hub
 from notifications.models import Notification
@@ -396,3 +397,80 @@ async def test_a_stream_ends_after_its_byte_budget_and_resumes_without_a_gap(
     await next_chunk(resumed)
     assert ids_in(await next_chunk(resumed)) == [second.pk]
     await resumed.aclose()
+
+
+# Wake-ups: with an hour between polls, a notification arrives only if something woke the poll.
+
+
+@pytest.fixture
+def slow_poll(fast_poll: None, settings: Any) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 3600
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_save_in_this_process_wakes_the_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+
+    n = await Notification.objects.acreate(user=alice, text="woken")
+
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+    await stream.aclose()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_bulk_insert_wakes_the_poll_through_notifications_created(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from notifications.hub import notifications_created
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+
+    rows = await Notification.objects.abulk_create(
+        [Notification(user=alice, text=f"bulk {i}") for i in range(3)]
+    )
+    await sync_to_async(notifications_created)()
+
+    got: list[int] = []
+    while len(got) < 3:
+        got += ids_in(await next_chunk(stream))
+    assert got == [n.pk for n in rows]
+    await stream.aclose()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_row_inserted_by_another_connection_wakes_the_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    """PostgreSQL: the insert trigger's NOTIFY; SQLite: the change in PRAGMA data_version."""
+    from django.db import connections
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    wakes = hub.stats.wakes
+
+    def insert_elsewhere() -> int:
+        # A connection of its own, outside Django's signals: as another process would.
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO notifications_notification (user_id, text, dispatched, created)"
+                    " VALUES (%s, %s, %s, %s) RETURNING id",
+                    [alice.pk, "from elsewhere", False, timezone.now()],
+                )
+                return int(cursor.fetchone()[0])
+        finally:
+            other.close()
+
+    pk = await sync_to_async(insert_elsewhere, thread_sensitive=False)()
+
+    assert ids_in(await next_chunk(stream)) == [pk]
+    assert hub.stats.wakes > wakes
+    await stream.aclose()
