@@ -29,7 +29,7 @@ from django.db import DatabaseError, connection, transaction
 
 from . import conf, services
 from .models import Notification
-from .sessions import session_users
+from .sessions import SessionCache, session_users
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,7 @@ class Hub:
         self.stats = HubStats()
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._stream_count = 0
+        self._session_cache = SessionCache()
         self._to_release: list[int] = []
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
@@ -514,7 +515,9 @@ class Hub:
     async def _check_sessions(self) -> None:
         self._sweep_unstarted()
         checked = [s for subs in self._subscriptions.values() for s in subs]
-        valid = await self.run(session_users, {s.session_key for s in checked})
+        valid = await self.run(
+            session_users, {s.session_key for s in checked}, cache=self._session_cache
+        )
         # Only what was checked: a stream that opened meanwhile was authenticated just now.
         for subscription in checked:
             if (

@@ -8,6 +8,7 @@ engines, and applies the same rules as `get_user()`. It never writes to a sessio
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from importlib import import_module
@@ -24,18 +25,36 @@ from django.contrib.auth import (
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.db import connection
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from .services import CHUNK_SIZE
+
+class SessionCache:
+    """What the last check decoded and derived, so the next one only redoes what changed.
+
+    Decoding a session (a signature check and JSON) and deriving a user's session hash (an
+    HMAC) cost microseconds each, which thousands of streams checked every few seconds turn
+    into a busy core. Entries are keyed by the raw session data and the raw user row, so a
+    changed session or user is always judged afresh; each check keeps only what it saw.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self.users: dict[Any, tuple[tuple[Any, ...], frozenset[str] | None]] = {}
 
 
-def session_users(session_keys: Collection[str]) -> dict[str, int]:
+def session_users(
+    session_keys: Collection[str], cache: SessionCache | None = None
+) -> dict[str, int]:
     """Return the id of the active user logged in with each session key that is still valid.
 
     Keys that are unknown, expired, anonymous or no longer valid for their user are left out.
+    Pass the same `cache` to repeated checks of the same keys to make them cheap.
     """
-    sessions = _load_sessions(session_keys)
+    cache = cache if cache is not None else SessionCache()
+    sessions = _load_sessions(session_keys, cache)
     claims: dict[str, tuple[Any, str, str]] = {}
     by_backend: dict[str, set[Any]] = defaultdict(set)
     user_pk = get_user_model()._meta.pk
@@ -51,17 +70,36 @@ def session_users(session_keys: Collection[str]) -> dict[str, int]:
         claims[key] = (user_id, backend_path, data.get(HASH_SESSION_KEY) or "")
         by_backend[backend_path].add(user_id)
 
-    users: dict[tuple[str, Any], Any] = {}
+    # For each (backend, user id): the session hashes that are valid for the user, or None
+    # for a user who may not log in (or has no session hash at all: any session is valid).
+    hashes: dict[tuple[str, Any], frozenset[str] | None] = {}
     for backend_path, user_ids in by_backend.items():
-        for user in _get_users(backend_path, user_ids):
-            users[backend_path, user.pk] = user
+        for pk, valid_hashes in _user_hashes(backend_path, user_ids, cache).items():
+            hashes[backend_path, pk] = valid_hashes
 
     valid = {}
     for key, (user_id, backend_path, session_hash) in claims.items():
-        user = users.get((backend_path, user_id))
-        if user is not None and _hash_verified(user, session_hash):
-            valid[key] = user.pk
+        if (backend_path, user_id) not in hashes:
+            continue
+        valid_hashes = hashes[backend_path, user_id]
+        if valid_hashes is None or any(
+            constant_time_compare(session_hash, h) for h in valid_hashes
+        ):
+            valid[key] = user_id
     return valid
+
+
+def _one_of(field: Any, values: list[Any]) -> Any:
+    """Return `values` as the right side of an `__in` lookup that binds one parameter.
+
+    A list binds a parameter per value, which SQLite limits and Django's ORM spends
+    microseconds on each; thousands of streams are checked every few seconds.
+    """
+    if connection.vendor == "sqlite":
+        return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(values)])
+    if connection.vendor == "postgresql":
+        return RawSQL(f"SELECT unnest(%s::{field.cast_db_type(connection)}[])", [values])
+    return values
 
 
 def _plausible(key: str) -> bool:
@@ -70,7 +108,9 @@ def _plausible(key: str) -> bool:
     return 0 < len(key) <= 4096 and key.isascii() and key.isprintable() and " " not in key
 
 
-def _load_sessions(session_keys: Collection[str]) -> dict[str, Mapping[str, Any]]:
+def _load_sessions(
+    session_keys: Collection[str], cache: SessionCache
+) -> dict[str, Mapping[str, Any]]:
     engine = import_module(settings.SESSION_ENGINE)
     store_class: type[SessionBase] = engine.SessionStore
     keys = [k for k in set(session_keys) if _plausible(k)]
@@ -83,38 +123,65 @@ def _load_sessions(session_keys: Collection[str]) -> dict[str, Mapping[str, Any]
     model = store_class.get_model_class()
     now = timezone.now()
     decoder = store_class()
+    seen = cache.sessions
+    cache.sessions = {}
     sessions: dict[str, Mapping[str, Any]] = {}
-    for start in range(0, len(keys), CHUNK_SIZE):
-        rows = model.objects.filter(
-            session_key__in=keys[start : start + CHUNK_SIZE], expire_date__gt=now
-        ).values_list("session_key", "session_data")
-        for key, session_data in rows:
-            sessions[key] = decoder.decode(session_data)
+    rows = model.objects.filter(
+        session_key__in=_one_of(model._meta.pk, keys), expire_date__gt=now
+    ).values_list("session_key", "session_data")
+    for key, session_data in rows:
+        known = seen.get(key)
+        if known is not None and known[0] == session_data:
+            data = known[1]
+        else:
+            data = decoder.decode(session_data)
+        cache.sessions[key] = (session_data, data)
+        sessions[key] = data
     return sessions
 
 
-def _get_users(backend_path: str, user_ids: Collection[Any]) -> list[Any]:
+def _user_hashes(
+    backend_path: str, user_ids: Collection[Any], cache: SessionCache
+) -> dict[Any, frozenset[str] | None]:
+    """Return, for each user the backend still lets in, the session hashes valid for them."""
     backend = load_backend(backend_path)
-    if type(backend).get_user is ModelBackend.get_user:
-        assert isinstance(backend, ModelBackend)
-        manager = get_user_model()._default_manager
-        ids = list(user_ids)
-        found: list[Any] = []
-        for start in range(0, len(ids), CHUNK_SIZE):
-            found.extend(manager.filter(pk__in=ids[start : start + CHUNK_SIZE]))
-        return [u for u in found if backend.user_can_authenticate(u)]
-    users = (backend.get_user(user_id) for user_id in user_ids)
-    return [u for u in users if u is not None]
+    if type(backend).get_user is not ModelBackend.get_user:
+        users = (backend.get_user(user_id) for user_id in user_ids)
+        return {u.pk: _valid_hashes(u) for u in users if u is not None}
+    assert isinstance(backend, ModelBackend)
+    model = get_user_model()
+    manager = model._default_manager
+    pk_field = model._meta.pk
+    assert pk_field is not None
+    # What ModelBackend and AbstractBaseUser judge by: the password (the session hash) and
+    # is_active. Other fields are deferred: a user model whose rules read them loads them.
+    fields = [pk_field.attname, "password"]
+    if any(f.attname == "is_active" for f in model._meta.concrete_fields):
+        fields.append("is_active")
+    ids = [pk_field.get_db_prep_value(pk, connection, prepared=False) for pk in user_ids]
+    seen = cache.users
+    cache.users = {}
+    found: dict[Any, frozenset[str] | None] = {}
+    for row in manager.filter(pk__in=_one_of(pk_field, ids)).values_list(*fields):
+        pk = row[0]
+        known = seen.get((backend_path, pk))
+        if known is not None and known[0] == row:
+            verdict = known[1]
+        else:
+            user = model.from_db(manager.db, fields, row)
+            verdict = _valid_hashes(user) if backend.user_can_authenticate(user) else _REFUSED
+        cache.users[backend_path, pk] = (row, verdict)
+        if verdict is not _REFUSED:
+            found[pk] = verdict
+    return found
 
 
-def _hash_verified(user: Any, session_hash: str) -> bool:
+# A user the backend does not let in.
+_REFUSED: frozenset[str] = frozenset(["<refused>"])
+
+
+def _valid_hashes(user: Any) -> frozenset[str] | None:
+    """Return the session hashes valid for the user; None when the user model has none."""
     if not hasattr(user, "get_session_auth_hash"):
-        return True
-    if not session_hash:
-        return False
-    if constant_time_compare(session_hash, user.get_session_auth_hash()):
-        return True
-    return any(
-        constant_time_compare(session_hash, fallback)
-        for fallback in user.get_session_auth_fallback_hash()
-    )
+        return None
+    return frozenset([user.get_session_auth_hash(), *user.get_session_auth_fallback_hash()])

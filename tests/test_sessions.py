@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications.sessions import session_users
+from notifications.sessions import SessionCache, session_users
 
 from .conftest import make_user, session_for
 
@@ -71,4 +71,62 @@ def test_many_sessions_cost_two_queries(alice: AbstractUser) -> None:
     with CaptureQueriesContext(connection) as queries:
         valid = session_users(keys)
     assert valid == {k: u.pk for k, u in zip(keys, users, strict=True)}
+    assert len(queries) == 2
+
+
+def _delete(alice: AbstractUser, key: str) -> None:
+    Session.objects.filter(session_key=key).delete()
+
+
+def _expire(alice: AbstractUser, key: str) -> None:
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timedelta(1))
+
+
+def _deactivate(alice: AbstractUser, key: str) -> None:
+    alice.is_active = False
+    alice.save()
+
+
+def _change_password(alice: AbstractUser, key: str) -> None:
+    alice.set_password("a new password")
+    alice.save()
+
+
+@pytest.mark.parametrize("change", [_delete, _expire, _deactivate, _change_password])
+def test_a_warm_cache_still_sees_every_change(alice: AbstractUser, change: object) -> None:
+    key = session_for(alice)
+    cache = SessionCache()
+    assert session_users([key], cache=cache) == {key: alice.pk}
+
+    change(alice, key)  # type: ignore[operator]
+
+    assert session_users([key], cache=cache) == {}
+
+
+def test_a_warm_cache_decodes_changed_session_data_again(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    key = session_for(alice)
+    cache = SessionCache()
+    assert session_users([key], cache=cache) == {key: alice.pk}
+    bobs = Session.objects.get(session_key=session_for(bob))
+
+    Session.objects.filter(session_key=key).update(session_data=bobs.session_data)
+
+    assert session_users([key], cache=cache) == {key: bob.pk}
+
+
+def test_more_sessions_than_sqlites_old_parameter_limit_still_cost_two_queries(
+    alice: AbstractUser,
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.bulk_create(
+        [get_user_model()(username=f"many{i}", password="!") for i in range(1200)]
+    )
+    keys = [session_for(u) for u in users[:3]]
+    unknown = [f"unknown{i:04d}" for i in range(1200)]
+    with CaptureQueriesContext(connection) as queries:
+        valid = session_users(keys + unknown)
+    assert valid == {k: u.pk for k, u in zip(keys, users, strict=False)}
     assert len(queries) == 2

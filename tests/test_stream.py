@@ -288,10 +288,10 @@ async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
     real = hub_module.session_users
     checking, resume = threading.Event(), threading.Event()
 
-    def slow_session_users(keys: object) -> object:
+    def slow_session_users(keys: object, **kwargs: object) -> object:
         checking.set()
         resume.wait(10)
-        return real(keys)  # type: ignore[arg-type]
+        return real(keys, **kwargs)  # type: ignore[arg-type]
 
     first = hub.subscribe(alice.pk, alice_session)
     monkeypatch.setattr(hub_module, "session_users", slow_session_users)
