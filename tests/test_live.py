@@ -378,3 +378,60 @@ async def test_the_admin_form_and_other_processes_wake_the_poll(
 
         elsewhere = await create(alice, "from another process")
         assert payload(await stream.next())["id"] == elsewhere.pk
+
+
+@pytest.fixture
+def small_budget_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "NOTIFICATIONS_STREAM_MAX_BYTES": "200000",
+    }
+    with start_daphne(env, tmp_path / "budget.log") as server:
+        yield server
+
+
+async def test_a_client_that_stops_reading_holds_up_nobody_and_is_cut_off(
+    small_budget_server: DaphneServer, alice: AbstractUser, bob: AbstractUser
+) -> None:
+    import socket
+
+    keys = [await sync_to_async(session_for)(u) for u in (alice, bob)]
+    # Alice's client sends its request, then never reads a byte.
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", small_budget_server.port))
+    try:
+        stalled.sendall(
+            b"GET /notifications/stream/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Cookie: sessionid=" + keys[0].encode() + b"\r\n\r\n"
+        )
+        async with httpx.AsyncClient(
+            base_url=small_budget_server.url, cookies={"sessionid": keys[1]}, timeout=30
+        ) as bob_http:
+            await wait_until(
+                lambda: (
+                    "Stream opened: user " + str(alice.pk)
+                    in small_budget_server.log.read_text(errors="replace")
+                ),
+                what="alice's stream to open",
+            )
+            async with StreamReader(bob_http) as bob_stream:
+                # 50 x 20 KB for alice: far more than her socket takes, five times the budget.
+                await Notification.objects.abulk_create(
+                    [Notification(user=alice, text=f"{i} " + "x" * 20_000) for i in range(50)]
+                )
+                for_bob = await create(bob, "bob is not held up")
+
+                assert payload(await bob_stream.next())["id"] == for_bob.pk
+                await wait_until(
+                    lambda: re.search(
+                        rf"Stream closed: user {alice.pk}, .* byte budget spent",
+                        small_budget_server.log.read_text(errors="replace"),
+                    ),
+                    what="alice's stream to end at its byte budget",
+                )
+    finally:
+        stalled.close()
