@@ -104,6 +104,8 @@ def process_stats() -> dict[str, Any]:
         "released": sum(h.stats.released for h in hubs),
         "sessions_ended": sum(h.stats.sessions_ended for h in hubs),
         "refused": sum(h.stats.refused for h in hubs),
+        "wakes": sum(h.stats.wakes for h in hubs),
+        "change_checks": sum(h.stats.change_checks for h in hubs),
         "errors": sum(h.stats.errors for h in hubs),
         "last_tick_duration": max((h.stats.last_tick_duration for h in hubs), default=0.0),
         # time.monotonic() of the most recent poll of any hub, None before the first.
