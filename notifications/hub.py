@@ -218,6 +218,8 @@ class Hub:
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._stream_count = 0
         self._session_cache = SessionCache()
+        self._authenticating: dict[str, list[asyncio.Future[int | None]]] = {}
+        self._auth_task: asyncio.Task[None] | None = None
         self._to_release: list[int] = []
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
@@ -259,11 +261,35 @@ class Hub:
     async def authenticate(self, session_key: str) -> int | None:
         """Return the id of the user logged in with this session key, or None.
 
-        Raise TimeoutError when the database does not answer within DATABASE_TIMEOUT.
+        Streams that open while a check runs are checked together in the next one, so a
+        thousand browsers reconnecting at once (after a restart) cost a few queries, not a
+        thousand. Raise TimeoutError when the database does not answer within
+        DATABASE_TIMEOUT.
         """
+        answer: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._authenticating.setdefault(session_key, []).append(answer)
+        if self._auth_task is None or self._auth_task.done():
+            self._auth_task = asyncio.get_running_loop().create_task(
+                self._authenticate_waiting(), context=contextvars.Context()
+            )
         async with asyncio.timeout(DATABASE_TIMEOUT):
-            users = await self.run(session_users, [session_key])
-        return users.get(session_key)
+            return await answer
+
+    async def _authenticate_waiting(self) -> None:
+        while self._authenticating:
+            waiting, self._authenticating = self._authenticating, {}
+            try:
+                users = await self.run(session_users, list(waiting))
+            except Exception as exc:
+                for answers in waiting.values():
+                    for answer in answers:
+                        if not answer.done():
+                            answer.set_exception(exc)
+            else:
+                for key, answers in waiting.items():
+                    for answer in answers:
+                        if not answer.done():
+                            answer.set_result(users.get(key))
 
     async def replay(
         self, subscription: Subscription, after_id: int, limit: int
@@ -336,6 +362,11 @@ class Hub:
         for subs in list(self._subscriptions.values()):
             for subscription in list(subs):
                 self.unsubscribe(subscription)
+        if self._auth_task is not None:
+            self._auth_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._auth_task
+            self._auth_task = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -474,3 +474,17 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
     assert ids_in(await next_chunk(stream)) == [pk]
     assert hub.stats.wakes > wakes
     await stream.aclose()
+
+
+async def test_streams_opening_together_are_authenticated_in_one_check(
+    hub: Hub, alice: AbstractUser, bob: AbstractUser
+) -> None:
+    from .conftest import session_for
+
+    keys = [await sync_to_async(session_for)(u) for u in (alice, bob) for _ in range(25)]
+    queries = hub.stats.queries
+
+    users = await asyncio.gather(*(hub.authenticate(k) for k in [*keys, "unknown"]))
+
+    assert users == [alice.pk] * 25 + [bob.pk] * 25 + [None]
+    assert hub.stats.queries - queries <= 4  # one check (two queries), not fifty
