@@ -21,6 +21,7 @@
   const MAX_DELAY = 30000;
   const HIGHLIGHT_MS = 3000;
   const CLOCK_MS = 30000;
+  const PROBE_TIMEOUT = 10000;
   const DESKTOP_KEY = 'notifications.desktop';
 
   const streamUrl = new URL(list.dataset.streamUrl, document.baseURI);
@@ -394,6 +395,7 @@
     // HEAD: the server authenticates and answers without opening a stream.
     let status = 0;
     let retryAfter = 0;
+    const deadline = setTimeout(() => controller.abort(), PROBE_TIMEOUT);
     try {
       const response = await fetch(streamUrl, {
         method: 'HEAD',
@@ -404,8 +406,9 @@
       status = response.status;
       retryAfter = retryAfterSeconds(response.headers.get('Retry-After'));
     } catch {
-      // Offline, or the server is down: status 0, try again later.
+      // Offline, the server is down or does not answer: status 0, try again later.
     }
+    clearTimeout(deadline);
     if (probe !== controller) return;
     probe = null;
 
@@ -536,16 +539,19 @@
     for (const li of list.querySelectorAll('li.is-unread')) highlight(li);
   });
 
-  // Leaving the page hands the stream over at once (and frees the connection; browsers allow
-  // ~6 per host across tabs); coming back from the back/forward cache queues again.
-  window.addEventListener('pagehide', () => {
+  // Leaving the page, or being frozen in the background, hands the stream over at once (and
+  // frees the connection; browsers allow ~6 per host across tabs). A page that comes back
+  // from the back/forward cache or from being frozen missed what the other tabs were sent
+  // meanwhile: a reload renders it all again.
+  function leave() {
     abdicate();
     if (releaseVisible) releaseVisible();
-  });
+  }
+  window.addEventListener('pagehide', leave);
+  document.addEventListener('freeze', leave);
+  document.addEventListener('resume', () => window.location.reload());
   window.addEventListener('pageshow', (event) => {
-    if (!event.persisted) return;
-    trackVisibility();
-    if (!signedOut) seekLeadership();
+    if (event.persisted) window.location.reload();
   });
   // Back online while waiting out a backoff: no reason to keep waiting.
   window.addEventListener('online', () => {
