@@ -217,11 +217,20 @@ def daphne_on(port: int, log: Path, timeout: float = 30) -> Iterator[subprocess.
 
 
 async def test_login_form_then_an_admin_notification_appears_within_2_s(
-    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+    context: Any, dave: AbstractUser, tmp_path: Path
 ) -> None:
+    # A server of its own: the admin caches content type ids in the server process, and the
+    # flush after each transactional test recreates those rows with new ids, so a later admin
+    # save through the shared server would fail its foreign key.
+    port = free_port()
+    with daphne_on(port, tmp_path / "daphne.log"):
+        await login_and_add_in_the_admin(context, f"http://127.0.0.1:{port}", dave)
+
+
+async def login_and_add_in_the_admin(context: Any, url: str, dave: AbstractUser) -> None:
     history = await Notification.objects.acreate(user=dave, text="From before\nsecond line")
     page = await context.new_page()
-    await page.goto(f"{daphne_server.url}/")
+    await page.goto(f"{url}/")
     assert "/accounts/login/" in page.url
     await page.fill("input[name=username]", "dave")
     await page.fill("input[name=password]", PASSWORD)
@@ -231,7 +240,7 @@ async def test_login_form_then_an_admin_notification_appears_within_2_s(
     assert await page.get_attribute("#notifications", "aria-live") == "polite"
 
     admin = await context.new_page()
-    await admin.goto(f"{daphne_server.url}/admin/notifications/notification/add/")
+    await admin.goto(f"{url}/admin/notifications/notification/add/")
     # The user field is the admin's autocomplete box.
     await admin.click(".field-user .select2-selection")
     await admin.fill(".select2-search__field", "dave")
@@ -360,7 +369,7 @@ async def test_429_waits_out_retry_after_then_goes_live(
             refused.append((route.request.method, time.monotonic()))
             await route.fulfill(
                 status=429,
-                headers={"Retry-After": "3", "Content-Type": "text/plain; charset=utf-8"},
+                headers={"Retry-After": "2", "Content-Type": "text/plain; charset=utf-8"},
                 body="Too many open streams; try again later.\n",
             )
         else:
@@ -372,14 +381,14 @@ async def test_429_waits_out_retry_after_then_goes_live(
     status = page.locator("#connection[data-state=reconnecting]")
     await status.filter(has_text="Too many open connections").wait_for(timeout=10 * MS)
     assert re.fullmatch(
-        r"Too many open connections — retrying in [3-9] s",
+        r"Too many open connections — retrying in [2-9] s",
         await page.inner_text("#connection"),
     )
     await wait_live(page, timeout=20)
     assert [method for method, _ in refused] == ["GET", "HEAD"]
     assert let_through[0][0] == "GET"
-    # Retry-After honoured: no new attempt before 3 s after the refusal.
-    assert let_through[0][1] - refused[1][1] >= 2.9
+    # Retry-After honoured: no new attempt within 2 s of the refusal (backoff alone: 1 s).
+    assert let_through[0][1] - refused[1][1] >= 1.9
 
 
 async def test_unread_count_and_one_desktop_notification_while_no_tab_is_visible(
@@ -447,22 +456,8 @@ async def test_unread_count_and_one_desktop_notification_while_no_tab_is_visible
     assert sum(len(tags) for tags in shown) == 2
 
 
-@pytest.mark.parametrize(
-    ("name", "viewport", "scheme"),
-    [
-        ("page-light", {"width": 1000, "height": 720}, "light"),
-        ("page-dark", {"width": 1000, "height": 720}, "dark"),
-        ("page-phone-light", {"width": 390, "height": 780}, "light"),
-        ("page-phone-dark", {"width": 390, "height": 780}, "dark"),
-    ],
-)
-async def test_screenshots(
-    browser: Any,
-    daphne_server: DaphneServer,
-    dave: AbstractUser,
-    name: str,
-    viewport: dict[str, int],
-    scheme: str,
+async def test_screenshots_light_dark_desktop_and_phone(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
 ) -> None:
     history = [
         ("Weekly report is ready to download", timedelta(hours=3)),
@@ -473,16 +468,21 @@ async def test_screenshots(
     for text, age in history:
         n = await Notification.objects.acreate(user=dave, text=text)
         await Notification.objects.filter(pk=n.pk).aupdate(created=now - age)
-    context = await browser.new_context(
-        viewport=viewport, color_scheme=scheme, device_scale_factor=1
-    )
-    try:
-        await sign_in(context, daphne_server.url, dave)
-        page = await open_page(context, daphne_server.url)
-        await wait_live(page)
-        live = await Notification.objects.acreate(user=dave, text="Build #1024 finished: all green")
-        await page.locator(f"li[data-id='{live.pk}'].is-new").wait_for(timeout=5 * MS)
-        ARTIFACTS.mkdir(exist_ok=True)
-        await page.screenshot(path=ARTIFACTS / f"{name}.png")
-    finally:
-        await context.close()
+    await sign_in(context, daphne_server.url, dave)
+    page = await context.new_page()
+    # A steady highlight (no fade) while the newest item is new, the same in every shot.
+    await page.emulate_media(reduced_motion="reduce")
+    await page.goto(f"{daphne_server.url}/")
+    await wait_live(page)
+    live = await Notification.objects.acreate(user=dave, text="Build #1024 finished: all green")
+    await page.locator(f"li[data-id='{live.pk}'].is-new").wait_for(timeout=5 * MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, size in (
+        ("", {"width": 1000, "height": 720}),
+        ("phone-", {"width": 390, "height": 780}),
+    ):
+        await page.set_viewport_size(size)
+        for scheme in ("light", "dark"):
+            await page.emulate_media(color_scheme=scheme)
+            await page.screenshot(path=ARTIFACTS / f"page-{name}{scheme}.png")
+    assert await page.locator("#notifications li").count() == 4
