@@ -330,7 +330,10 @@ async def test_restarted_server_reconnecting_then_live_with_what_came_meanwhile(
     with daphne_on(port, log):
         page = await open_page(context, url)
         await wait_live(page)
-    await page.wait_for_selector("#connection[data-state=reconnecting]", timeout=10 * MS)
+    down = page.locator("#connection[data-state=reconnecting]")
+    await down.filter(has_text=re.compile(r"^Reconnecting — next try in \d+ s$")).wait_for(
+        timeout=10 * MS
+    )
     outage = await Notification.objects.acreate(user=dave, text="created during the outage")
     with daphne_on(port, log):
         await wait_live(page, timeout=45)

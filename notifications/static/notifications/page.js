@@ -366,13 +366,10 @@
 
     es.addEventListener('error', () => {
       if (source !== es) return;
-      if (es.readyState === EventSource.CONNECTING) {
-        // The browser retries by itself, resending the last id it saw.
-        announce('reconnecting', 'Reconnecting…');
-        return;
-      }
-      // CLOSED: a non-200 answer (403, 429, a proxy's 502) ends an EventSource for good, and
-      // it does not say which; ask the server directly.
+      // Reconnect here rather than let the browser do it: a non-200 answer (403, 429, a
+      // proxy's 502) would end the EventSource for good without saying which, its own retries
+      // do not back off and say nothing of the next one, and the newest id any tab has seen
+      // is a better cursor than the last one this EventSource received. Ask the server first.
       es.close();
       source = null;
       announce('reconnecting', 'Reconnecting…');
