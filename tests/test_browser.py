@@ -320,6 +320,27 @@ async def test_eight_tabs_share_one_stream_and_survive_their_leader(
     assert handover < 5, f"the other tabs showed the next notification after {handover:.1f} s"
 
 
+async def test_without_web_locks_every_tab_streams_for_itself(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    # As over plain HTTP on a host other than localhost, where browsers hide navigator.locks.
+    await context.add_init_script(
+        "Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });"
+    )
+    await sign_in(context, daphne_server.url, dave)
+    pages = [await open_page(context, daphne_server.url) for _ in range(2)]
+    for page in pages:
+        await wait_live(page)
+    assert len(await leader_of(pages)) == 2
+
+    before = bytes_sent_by_port(daphne_server.port)
+    n = await Notification.objects.acreate(user=dave, text="to each stream")
+    for page in pages:
+        await page.locator(f"li[data-id='{n.pk}']").wait_for(timeout=5 * MS)
+    assert [await items(page, n.pk) for page in pages] == [1, 1]
+    assert len(streams_that_sent(before, bytes_sent_by_port(daphne_server.port))) == 2
+
+
 async def test_restarted_server_reconnecting_then_live_with_what_came_meanwhile(
     context: Any, dave: AbstractUser, tmp_path: Path
 ) -> None:
