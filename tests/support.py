@@ -70,9 +70,15 @@ class DaphneServer:
 
 
 @contextlib.contextmanager
-def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterator[DaphneServer]:
-    """Run daphne on 127.0.0.1 on a free port; stop it on exit."""
-    with log.open("wb") as out:
+def start_daphne(
+    env: dict[str, str], log: Path, timeout: float = 30, port: int = 0
+) -> Iterator[DaphneServer]:
+    """Run daphne on 127.0.0.1 (on a free port unless `port` is given); stop it on exit.
+
+    The log is appended to, so a server restarted on the same port can share it.
+    """
+    offset = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [
                 sys.executable,
@@ -81,7 +87,7 @@ def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterato
                 "-b",
                 "127.0.0.1",
                 "-p",
-                "0",
+                str(port),
                 "site_config.asgi:application",
             ],
             cwd=PROJECT,
@@ -92,7 +98,9 @@ def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterato
     try:
         deadline = time.monotonic() + timeout
         while True:
-            match = _LISTENING.search(log.read_text(errors="replace"))
+            with log.open("rb") as written:
+                written.seek(offset)
+                match = _LISTENING.search(written.read().decode(errors="replace"))
             if match:
                 break
             if process.poll() is not None or time.monotonic() > deadline:

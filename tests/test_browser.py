@@ -12,8 +12,6 @@ import re
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -29,7 +27,7 @@ from django.utils import timezone
 from notifications.models import Notification
 
 from .conftest import make_user, session_for
-from .support import PROJECT, SERVER_APPLICATION_NAME, DaphneServer, database_url
+from .support import SERVER_APPLICATION_NAME, DaphneServer, database_url, start_daphne
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -178,39 +176,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def daphne_on(port: int, log: Path, timeout: float = 30) -> Iterator[subprocess.Popen[bytes]]:
-    """Run daphne on 127.0.0.1:`port` (support.start_daphne picks a free port each time)."""
+def daphne_on(port: int, log: Path) -> Iterator[DaphneServer]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1",
     }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["site_config.asgi:application"],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with start_daphne(env, log, port=port) as server:
+        yield server
 
 
 # --- Tests -----------------------------------------------------------------------------------
