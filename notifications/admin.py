@@ -19,6 +19,10 @@ from .models import Notification
 User = get_user_model()
 
 
+def _count(created: list[Notification]) -> str:
+    return f"{len(created):,} notification{'' if len(created) == 1 else 's'}"
+
+
 class UserFilter(admin.SimpleListFilter):
     """Filter by username, typed in: a list of every user would be as long as the user table."""
 
@@ -77,7 +81,7 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         except ValidationError as exc:
             self.message_user(request, " ".join(exc.messages), messages.ERROR)
             return
-        self.message_user(request, f"Sent {len(created):,} notifications again.", messages.SUCCESS)
+        self.message_user(request, f"Sent {_count(created)} again.", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:
         broadcast = path(
@@ -103,7 +107,7 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 created = services.send_bulk(recipients, form.cleaned_data["text"])
                 self.message_user(
                     request,
-                    f"Sent {len(created):,} notifications to {form.audience()}.",
+                    f"Sent {_count(created)} to {form.audience()}.",
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(reverse("admin:notifications_notification_changelist"))
@@ -137,7 +141,7 @@ class NotifyingUserAdmin(UserAdmin):  # type: ignore[type-arg]
             created = services.send_bulk(queryset, form.cleaned_data["text"])
             self.message_user(
                 request,
-                f"Sent {len(created):,} notifications to the selected users.",
+                f"Sent {_count(created)} to the selected users.",
                 messages.SUCCESS,
             )
             return None
