@@ -11,10 +11,10 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -38,9 +38,27 @@ _FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
 
+_executor: ThreadPoolExecutor | None = None
+
+
+def _database_executor() -> ThreadPoolExecutor:
+    # Not the request's own thread: Django's middleware runs the response through that thread
+    # too, so a query hanging there would hold the 503 back until the query ended. One thread,
+    # so checks made while the database hangs queue (and time out) instead of piling up
+    # threads and connections.
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz")
+    return _executor
+
+
 def _check_database() -> None:
-    # The app's own table by primary key: proves the schema is there, costs one index probe.
-    Notification.objects.filter(pk=0).exists()
+    try:
+        # The app's own table by primary key: proves the schema is there, one index probe.
+        Notification.objects.filter(pk=0).exists()
+    finally:
+        # No request ends in this thread to close it: never keep the connection.
+        connection.close()
 
 
 def poller_state(stats: dict[str, Any], now: float) -> tuple[bool, str]:
@@ -68,8 +86,7 @@ async def healthz(request: HttpRequest) -> JsonResponse:
     database = "ok"
     try:
         async with asyncio.timeout(HEALTH_DATABASE_TIMEOUT):
-            # The request's own thread: Django closes its connection when the request ends.
-            await sync_to_async(_check_database)()
+            await asyncio.get_running_loop().run_in_executor(_database_executor(), _check_database)
     except TimeoutError:
         database = f"timeout: no answer within {HEALTH_DATABASE_TIMEOUT:g}s"
     except DatabaseError as exc:
