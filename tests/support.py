@@ -70,8 +70,10 @@ class DaphneServer:
 
 
 @contextlib.contextmanager
-def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterator[DaphneServer]:
-    """Run daphne on 127.0.0.1 on a free port; stop it on exit."""
+def start_daphne(
+    env: dict[str, str], log: Path, timeout: float = 30, port: int = 0
+) -> Iterator[DaphneServer]:
+    """Run daphne on 127.0.0.1 on `port` (0: a free one); stop it (SIGTERM) on exit."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
@@ -81,7 +83,7 @@ def start_daphne(env: dict[str, str], log: Path, timeout: float = 30) -> Iterato
                 "-b",
                 "127.0.0.1",
                 "-p",
-                "0",
+                str(port),
                 "site_config.asgi:application",
             ],
             cwd=PROJECT,
