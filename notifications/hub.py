@@ -92,7 +92,7 @@ def wake_local_hubs() -> None:
 
 def process_stats() -> dict[str, Any]:
     """The counters of every hub in this process, summed; for health checks and metrics."""
-    hubs = list(_hubs.values())
+    hubs = [hub for loop, hub in list(_hubs.items()) if not loop.is_closed()]
     ticks = [h.stats.last_tick for h in hubs if h.stats.last_tick is not None]
     return {
         "streams": sum(h.stream_count for h in hubs),

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.text import Truncator
 
+from .validation import validate_text
+
 
 class Notification(models.Model):
     user = models.ForeignKey(
@@ -13,7 +15,8 @@ class Notification(models.Model):
         # The (user, id) index below serves this foreign key too.
         db_index=False,
     )
-    text = models.TextField()
+    # The length limit is a setting, read at validation time: no max_length in the schema.
+    text = models.TextField(validators=[validate_text])
     dispatched = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -40,6 +40,6 @@ def drop_trigger(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
-    dependencies = [("notifications", "0001_initial")]
+    dependencies = [("notifications", "0002_text_validator")]
 
     operations = [migrations.RunPython(create_trigger, drop_trigger, elidable=False)]

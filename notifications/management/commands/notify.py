@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Q
+
+from notifications import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Send a notification to users, the active members of groups, and/or all active users. "
+        "TEXT '-' reads the text from standard input. Everything is checked before anything is "
+        "written, and all rows are written in one transaction."
+    )
+    # call_command(..., stdin=...) in tests; the command line reads sys.stdin.
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("text", metavar="TEXT", help="The text, or - to read it from stdin.")
+        parser.add_argument(
+            "--user",
+            action="append",
+            default=[],
+            metavar="USERNAME",
+            help="A recipient by username, active or not (repeatable).",
+        )
+        parser.add_argument(
+            "--group",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="The active members of this group (repeatable).",
+        )
+        parser.add_argument("--all-active", action="store_true", help="Every active user.")
+
+    def handle(
+        self,
+        *args: Any,
+        text: str,
+        user: list[str],
+        group: list[str],
+        all_active: bool,
+        **options: Any,
+    ) -> None:
+        if text == "-":
+            stdin = options.get("stdin") or sys.stdin
+            # The newline that ends `echo` or a heredoc is not part of the text.
+            text = stdin.read().rstrip("\r\n")
+        try:
+            services.validate_text(text)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
+        if not (user or group or all_active):
+            raise CommandError("Say who to send to: --user, --group and/or --all-active.")
+
+        model = get_user_model()
+        users = model._default_manager
+        by_name = {
+            u.get_username(): u.pk for u in users.filter(**{f"{model.USERNAME_FIELD}__in": user})
+        }
+        unknown = [name for name in user if name not in by_name]
+        if unknown:
+            raise CommandError(f"No such user: {', '.join(unknown)}.")
+        groups = list(Group.objects.filter(name__in=group))
+        unknown = sorted(set(group) - {g.name for g in groups})
+        if unknown:
+            raise CommandError(f"No such group: {', '.join(unknown)}.")
+
+        # One query for all recipients (no list of ids: SQLite caps a query's parameters).
+        wanted = Q(pk__in=list(by_name.values()))
+        if all_active:
+            wanted |= Q(is_active=True)
+        elif groups:
+            wanted |= Q(is_active=True, groups__in=groups)
+        recipients = users.filter(wanted)
+        if not recipients.exists():
+            why = "no user is active" if all_active else "those groups have no active member"
+            raise CommandError(f"Nobody to send to: {why}.")
+        created = services.send_bulk(recipients, text)
+        to = [f"user {name}" for name in user] + [f"group {g.name}" for g in groups]
+        if all_active:
+            to.append("all active users")
+        self.stdout.write(
+            f"Sent {len(created):,} notification{_s(len(created))} ({', '.join(to)})."
+        )
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
