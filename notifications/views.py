@@ -41,7 +41,10 @@ def page(request: HttpRequest) -> HttpResponse:
     if claimed:
         async_to_sync(share)(claimed)
     newest_id = notifications[0].pk if notifications else 0
-    stream_url = f"{reverse('notifications:stream')}?{urlencode({'last_event_id': newest_id})}"
+    # `user`: a page left open while someone else signs in on the same browser must not
+    # show that person's notifications under this user's name.
+    query = urlencode({"last_event_id": newest_id, "user": request.user.pk})
+    stream_url = f"{reverse('notifications:stream')}?{query}"
     return render(
         request,
         "notifications/page.html",
@@ -69,6 +72,20 @@ def parse_last_event_id(request: HttpRequest) -> int | None:
     return int(value)
 
 
+def parse_user(request: HttpRequest) -> int | None:
+    """Return the `user` parameter: the id of the user the client expects to be signed in.
+
+    Raise ValueError with a message for the client when it is not a user id.
+    """
+    value = request.GET.get("user", "").strip()
+    if not value:
+        return None
+    if not _ID.fullmatch(value) or int(value) > _MAX_ID:
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ValueError(f"The user parameter must be a user id, not {shown!r}.")
+    return int(value)
+
+
 @require_safe
 async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     # Not @login_required: a stream must answer 403, not redirect (EventSource would follow
@@ -93,8 +110,13 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         )
     try:
         last_event_id = parse_last_event_id(request)
+        expected_user = parse_user(request)
     except ValueError as exc:
         return HttpResponseBadRequest(f"{exc}\n", content_type=TEXT_PLAIN)
+    if expected_user is not None and expected_user != user_id:
+        return HttpResponseForbidden(
+            "Signed in as another user: reload the page.\n", content_type=TEXT_PLAIN
+        )
     response: HttpResponse | StreamingHttpResponse
     try:
         if request.method == "HEAD":

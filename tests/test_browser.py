@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractUser
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from notifications.models import Notification
@@ -351,6 +352,26 @@ async def test_logout_in_another_tab_shows_signed_out_with_a_login_link(
     for shown in (page, second):
         await shown.wait_for_selector("#connection[data-state=signed-out]", timeout=15 * MS)
         assert "/accounts/login/" in await shown.get_attribute("#connection a", "href")
+
+
+async def test_signing_in_as_someone_else_stops_the_first_users_page(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    erin = await sync_to_async(make_user)("erin")
+    await sign_in(context, daphne_server.url, dave)
+    page = await open_page(context, daphne_server.url)
+    await wait_live(page)
+
+    # Erin signs in on the same browser: as login() does, Dave's session is flushed, and the
+    # cookie is now hers.
+    [daves] = [c["value"] for c in await context.cookies() if c["name"] == "sessionid"]
+    await Session.objects.filter(session_key=daves).adelete()
+    await context.clear_cookies()
+    await sign_in(context, daphne_server.url, erin)
+    for_erin = await Notification.objects.acreate(user=erin, text="for erin only")
+
+    await page.wait_for_selector("#connection[data-state=signed-out]", timeout=15 * MS)
+    assert await items(page, for_erin.pk) == 0
 
 
 async def test_429_waits_out_retry_after_then_goes_live(

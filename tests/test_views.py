@@ -377,3 +377,26 @@ async def test_a_closed_stream_frees_its_place_under_the_cap(
     await wait_until(lambda: hub.stream_count == 0, what="the first stream to end")
 
     assert (await Exchange(session=alice_session).start()).status == 200
+
+
+async def test_a_stream_for_another_user_than_the_sessions_gets_403(
+    hub: Hub, alice: AbstractUser, bob: AbstractUser, alice_session: str
+) -> None:
+    mine = await Exchange(session=alice_session, query=f"user={alice.pk}").start()
+    theirs = await Exchange(session=alice_session, query=f"user={bob.pk}").start()
+    probe = await Exchange(session=alice_session, query=f"user={bob.pk}", method="HEAD").start()
+    malformed = await Exchange(session=alice_session, query="user=alice").start()
+
+    assert mine.status == 200
+    assert theirs.status == 403
+    assert "Signed in as another user" in await theirs.body()
+    assert probe.status == 403
+    assert malformed.status == 400
+    assert "user parameter must be a user id" in await malformed.body()
+
+
+def test_the_page_opens_its_stream_for_its_own_user(alice: AbstractUser) -> None:
+    client = Client()
+    client.force_login(alice)
+    page = client.get("/")
+    assert f"user={alice.pk}" in page.content.decode()
