@@ -53,9 +53,15 @@ class Stream:
         return data
 
     async def events(self) -> Any:
-        """Yield (id or None, event name, arrival time) for each event; comments are skipped."""
+        """Yield (id or None, event name, arrival time, chunk) for each event.
+
+        Comments are skipped. `chunk` counts the body chunks after the opening one (one per
+        write of the server: a replay is all in chunk 1).
+        """
+        chunk = 0
         while True:
             data = await self._read_body()
+            chunk += 1
             arrived = time.time()
             self.buffer += data
             while b"\n\n" in self.buffer:
@@ -70,7 +76,7 @@ class Stream:
                     elif line.startswith(b"retry:"):
                         name = "retry"
                 if name is not None or event_id is not None:
-                    yield event_id, name, arrived
+                    yield event_id, name, arrived, chunk
 
     def close(self) -> None:
         # Abort: a client that goes away, without a polite close handshake.
@@ -152,8 +158,8 @@ class Connection_:
 class Worker:
     pipe: Connection
     held: dict[int, Held] = field(default_factory=dict)
-    # (sid or client, connection number, event id, arrival)
-    events: list[tuple[int, int, int, float]] = field(default_factory=list)
+    # (sid or client, connection number, event id, arrival, chunk)
+    events: list[tuple[int, int, int, float, int]] = field(default_factory=list)
     connections: list[Connection_] = field(default_factory=list)
     last_event: float = 0.0
     cursors: dict[int, int] = field(default_factory=dict)
@@ -176,9 +182,9 @@ class Worker:
 
     async def _read(self, held: Held, number: int = 0) -> None:
         try:
-            async for event_id, _name, arrived in held.stream.events():
+            async for event_id, _name, arrived, chunk in held.stream.events():
                 if event_id is not None:
-                    self.events.append((held.sid, number, event_id, arrived))
+                    self.events.append((held.sid, number, event_id, arrived, chunk))
                     self.last_event = arrived
         except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
             pass
@@ -269,9 +275,9 @@ class Worker:
 
         async def read() -> None:
             nonlocal newest
-            async for event_id, _name, arrived in stream.events():
+            async for event_id, _name, arrived, chunk in stream.events():
                 if event_id is not None:
-                    self.events.append((client, number, event_id, arrived))
+                    self.events.append((client, number, event_id, arrived, chunk))
                     self.last_event = arrived
                     newest = event_id if newest is None else max(newest, event_id)
 

@@ -70,7 +70,7 @@ class Collector:
         self.expected.update(expected)
         expected = self.expected
         for reply in self.pool.broadcast(("collect",), timeout=30):
-            for sid, _number, event_id, arrived in reply["events"]:
+            for sid, _number, event_id, arrived, _chunk in reply["events"]:
                 row = expected.get(event_id)
                 if row is None:
                     self.unexpected += 1
