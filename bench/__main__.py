@@ -90,6 +90,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--clients-per-process", type=int, default=2500)
     run.add_argument("--concurrency", type=int, default=50, help="streams opening at once")
     run.add_argument("--deliver-timeout", type=float, default=15.0)
+    run.add_argument(
+        "--flood", type=int, default=50, help="streams one account tries to open (first N only)"
+    )
+    run.add_argument(
+        "--slow-mb", type=int, default=10, help="MB sent to a client that does not read (first N)"
+    )
     run.add_argument("--chart", type=Path, help="draw the chart (PNG) here")
 
     churn.add_argument("--processes", type=int, default=2)
@@ -180,6 +186,8 @@ def main(argv: list[str]) -> int:
                         clients_per_process=args.clients_per_process,
                         concurrency=args.concurrency,
                         deliver_timeout=args.deliver_timeout,
+                        flood=args.flood,
+                        slow_mb=args.slow_mb,
                         seed=args.seed,
                         verbose=args.verbose,
                     ),

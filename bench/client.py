@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -83,13 +84,34 @@ class Stream:
         self.writer.transport.abort()
 
 
+async def _connect(
+    port: int, receive_buffer: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not receive_buffer:
+        return await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Before connecting, so that the window the server sees stays small.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=1 << 20)
+
+
 async def open_stream(
-    port: int, path: str, session_key: str, last_event_id: int | None = None
+    port: int,
+    path: str,
+    session_key: str,
+    last_event_id: int | None = None,
+    receive_buffer: int = 0,
 ) -> Stream:
     """Connect, send the GET, read the head and the stream's opening `retry:` field."""
     async with asyncio.timeout(OPEN_TIMEOUT):
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+            reader, writer = await _connect(port, receive_buffer)
         except OSError as exc:
             raise StreamError(0, f"connect: {exc}") from exc
         try:
@@ -219,6 +241,15 @@ class Worker:
             "seconds": time.monotonic() - started,
         }
 
+    async def do_stall(self, port: int, path: str, sid: int, key: str) -> dict[str, Any]:
+        """Open a stream that is never read: a client that stops reading."""
+        try:
+            stream = await open_stream(port, path, key, receive_buffer=4096)
+        except (StreamError, TimeoutError) as exc:
+            return {"opened": False, "error": str(exc)}
+        self.held[sid] = Held(sid, stream)
+        return {"opened": True}
+
     async def do_collect(self) -> dict[str, Any]:
         events, self.events = self.events, []
         return {
@@ -228,17 +259,18 @@ class Worker:
             "last_event": self.last_event,
         }
 
-    async def do_close(self) -> dict[str, Any]:
-        count = len(self.held)
-        for held in self.held.values():
+    async def do_close(self, sids: Sequence[int] | None = None) -> dict[str, Any]:
+        """Close these streams (all without `sids`)."""
+        closing = [h for sid, h in self.held.items() if sids is None or sid in set(sids)]
+        for held in closing:
             held.stream.close()
             if held.task is not None:
                 held.task.cancel()
-        tasks = [h.task for h in self.held.values() if h.task is not None]
+            del self.held[held.sid]
+        tasks = [h.task for h in closing if h.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        self.held.clear()
-        return {"closed": count}
+        return {"closed": len(closing)}
 
     async def do_stop(self) -> dict[str, Any]:
         await self.do_close()

@@ -136,6 +136,20 @@ def table(results: list[dict[str, Any]]) -> str:
                 notes.append(f"{design}, {n:,} streams: {row['error']}")
             if row.get("refused"):
                 notes.append(f"{design}, {n:,} streams: refused {row['refused']}")
+            flood = row.get("flood")
+            if flood:
+                notes.append(
+                    f"{design}, {n:,} streams: one account tried {flood['tried']} streams: "
+                    f"{flood['accepted']} accepted, refused {flood['refused'] or 'none'}; "
+                    f"everyone else's p99 meanwhile {_fmt(_get(flood, 'others', 'p99_ms'))} ms"
+                )
+            slow = row.get("slow_client")
+            if slow and "error" not in slow:
+                notes.append(
+                    f"{design}, {n:,} streams: {slow['sent_mb']} MB sent to a client that does "
+                    f"not read: server RSS +{slow['rss_growth_mb']} MB; everyone else's p99 "
+                    f"meanwhile {_fmt(_get(slow, 'others', 'p99_ms'))} ms"
+                )
             for key in ("duplicates", "wrong_user"):
                 if row.get(key):
                     notes.append(f"{design}, {n:,} streams: {key} {row[key]}")
@@ -214,8 +228,13 @@ def chart(results: list[dict[str, Any]], path: Path, title: str) -> None:
     queries.set_title("Database queries per second at idle")
     queries.set_ylabel("queries/s (log)")
     queries.set_yscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
     for axis in (latency, cpu, queries):
         axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(plain)
+        axis.yaxis.set_major_formatter(plain)
         axis.set_xlabel("open streams (log)")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=8)

@@ -33,6 +33,8 @@ class Options:
     clients_per_process: int
     concurrency: int
     deliver_timeout: float
+    flood: int
+    slow_mb: int
     seed: int
     verbose: bool
 
@@ -56,8 +58,9 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 class Collector:
     """Gathers what the client processes received, and matches it with the rows sent."""
 
-    def __init__(self, pool: ClientPool, users: Sequence[int]) -> None:
+    def __init__(self, pool: ClientPool, users: dict[int, int]) -> None:
         self.pool = pool
+        # Stream id -> its user's id.
         self.users = users
         self.arrivals: dict[int, float] = {}
         self.duplicates = 0
@@ -75,7 +78,7 @@ class Collector:
                 if row is None:
                     self.unexpected += 1
                     continue
-                if row[1] != self.users[sid]:
+                if row[1] != self.users.get(sid):
                     self.wrong_user += 1
                 if event_id in self.arrivals:
                     self.duplicates += 1
@@ -108,6 +111,7 @@ def summarize(
 
 
 def send_from_process(
+    count: int,
     opts: Options,
     rng: random.Random,
     users: Sequence[int],
@@ -119,7 +123,7 @@ def send_from_process(
 
     expected: dict[int, tuple[float, int]] = {}
     started = time.monotonic()
-    for i in range(opts.other):
+    for i in range(count):
         user_id = users[rng.choice(opened)]
         row = Notification.objects.create(user_id=user_id, text=f"bench: from another process #{i}")
         expected[row.pk] = (row.created.timestamp(), user_id)
@@ -127,7 +131,7 @@ def send_from_process(
     sent = time.monotonic()
     collector.wait(expected, sent + opts.deliver_timeout)
     return {
-        **summarize(expected, collector, opts.other),
+        **summarize(expected, collector, count),
         "send_seconds": round(sent - started, 1),
         "wait_seconds": round(time.monotonic() - sent, 1),
     }
@@ -195,6 +199,88 @@ def send_from_admin(
     return result
 
 
+# Stream ids of the flooding account's streams and of the slow client, apart from the others.
+FLOOD_SID = 10_000_000
+SLOW_SID = 20_000_000
+
+
+def one_account_floods(
+    opts: Options,
+    rng: random.Random,
+    port: int,
+    path: str,
+    sessions: Sequence[tuple[int, str]],
+    users: Sequence[int],
+    opened: Sequence[int],
+    collector: Collector,
+    pool: ClientPool,
+) -> dict[str, Any]:
+    """One account opens --flood streams; how many get in, and do the others still get theirs?"""
+    user_id, key = sessions[-2]
+    sids = [FLOOD_SID + i for i in range(opts.flood)]
+    collector.users.update(dict.fromkeys(sids, user_id))
+    reply = pool.call_one(0, ("open", port, path, [(sid, key) for sid in sids], 50), 120)
+    result = {
+        "tried": opts.flood,
+        "accepted": len(reply["opened"]),
+        "refused": reply["failed"],
+        "others": send_from_process(20, opts, rng, users, opened, collector),
+    }
+    pool.call_one(0, ("close", sids), 60)
+    log(
+        f"flood: {result['accepted']}/{opts.flood} streams of one account accepted, "
+        f"refused {result['refused']}; others' p99 {result['others']['p99_ms']} ms"
+    )
+    return result
+
+
+def slow_client(
+    opts: Options,
+    rng: random.Random,
+    server: Any,
+    path: str,
+    sessions: Sequence[tuple[int, str]],
+    users: Sequence[int],
+    opened: Sequence[int],
+    collector: Collector,
+    pool: ClientPool,
+) -> dict[str, Any]:
+    """A stream that never reads while --slow-mb of notifications are sent to its user."""
+    from notifications import hub
+    from notifications.models import Notification
+
+    user_id, key = sessions[-1]
+    rss_before = server.status()["VmRSS"]
+    reply = pool.call_one(0, ("stall", server.port, path, SLOW_SID, key), 60)
+    if not reply.get("opened"):
+        return {"error": reply.get("error", "not opened")}
+    text = "x" * 10_000
+    rows = opts.slow_mb * 100
+    started = time.monotonic()
+    for _ in range(0, rows, 100):
+        Notification.objects.bulk_create(
+            [Notification(user_id=user_id, text=text) for _ in range(100)]
+        )
+        created = getattr(hub, "notifications_created", None)
+        if created is not None:
+            created()
+        time.sleep(0.1)
+    others = send_from_process(20, opts, rng, users, opened, collector)
+    time.sleep(2)
+    rss_after = server.status()["VmRSS"]
+    result = {
+        "sent_mb": round(rows * len(text) / 1e6, 1),
+        "send_seconds": round(time.monotonic() - started, 1),
+        "rss_growth_mb": round((rss_after - rss_before) / 1024, 1),
+        "others": others,
+    }
+    log(
+        f"slow client: {result['sent_mb']} MB sent to a stream that does not read; server RSS "
+        f"+{result['rss_growth_mb']} MB; others' p99 {others['p99_ms']} ms"
+    )
+    return result
+
+
 def measure(
     design: str,
     n: int,
@@ -251,7 +337,7 @@ def measure(
             )
 
             time.sleep(opts.settle)
-            collector = Collector(pool, users)
+            collector = Collector(pool, dict(enumerate(users)))
             collector.streams()
             before, cpu_before, t_before = (
                 servers.stats(server),
@@ -292,7 +378,9 @@ def measure(
             )
 
             if opened:
-                result["other_process"] = send_from_process(opts, rng, users, opened, collector)
+                result["other_process"] = send_from_process(
+                    opts.other, opts, rng, users, opened, collector
+                )
                 result["admin_form"] = send_from_admin(
                     opts, rng, server.url, staff_key, users, opened, collector
                 )
@@ -302,6 +390,14 @@ def measure(
                     f"p50 {other['p50_ms']} p99 {other['p99_ms']} ms; admin form "
                     f"{admin['arrived']}/{admin['sent']} p50 {admin.get('p50_ms')} "
                     f"p99 {admin.get('p99_ms')} ms"
+                )
+            if opened and n == opts.streams[0] and opts.flood:
+                result["flood"] = one_account_floods(
+                    opts, rng, server.port, path, sessions, users, opened, collector, pool
+                )
+            if opened and n == opts.streams[0] and opts.slow_mb:
+                result["slow_client"] = slow_client(
+                    opts, rng, server, path, sessions, users, opened, collector, pool
                 )
             alive, _ = collector.streams()
             result["alive_at_end"] = alive
@@ -330,7 +426,8 @@ def run(
     from .database import make_sessions, make_staff_session
 
     log(f"creating {max(opts.streams)} users and sessions")
-    sessions = make_sessions(max(opts.streams))
+    # The last two: an account that floods the server with streams, and a slow client.
+    sessions = make_sessions(max(opts.streams) + 2)
     staff_key = make_staff_session()
     results = []
     for n in opts.streams:
