@@ -246,7 +246,7 @@ class Worker:
         try:
             stream = await open_stream(port, path, key, receive_buffer=4096)
         except (StreamError, TimeoutError) as exc:
-            return {"opened": False, "error": str(exc)}
+            return {"opened": False, "reason": str(exc)}
         self.held[sid] = Held(sid, stream)
         return {"opened": True}
 

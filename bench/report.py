@@ -136,8 +136,11 @@ def table(results: list[dict[str, Any]]) -> str:
                 notes.append(f"{design}, {n:,} streams: {row['error']}")
             if row.get("refused"):
                 notes.append(f"{design}, {n:,} streams: refused {row['refused']}")
+            for name in ("flood", "slow_client"):
+                if _get(row, name, "error"):
+                    notes.append(f"{design}, {n:,} streams: {name}: {row[name]['error']}")
             flood = row.get("flood")
-            if flood:
+            if flood and "error" not in flood:
                 notes.append(
                     f"{design}, {n:,} streams: one account tried {flood['tried']} streams: "
                     f"{flood['accepted']} accepted, refused {flood['refused'] or 'none'}; "
@@ -150,6 +153,10 @@ def table(results: list[dict[str, Any]]) -> str:
                     f"not read: server RSS +{slow['rss_growth_mb']} MB; everyone else's p99 "
                     f"meanwhile {_fmt(_get(slow, 'others', 'p99_ms'))} ms"
                 )
+            for phase in ("other_process", "admin_form"):
+                for key in ("post_failed", "error"):
+                    if _get(row, phase, key):
+                        notes.append(f"{design}, {n:,} streams: {phase} {key}: {row[phase][key]}")
             for key in ("duplicates", "wrong_user"):
                 if row.get(key):
                     notes.append(f"{design}, {n:,} streams: {key} {row[key]}")
@@ -167,7 +174,10 @@ def table(results: list[dict[str, Any]]) -> str:
                     cells.append(f"×{b / a:,.1f}")
                 else:
                     cells.append("")
-            lines.append(f"| {n:,} | naive / ours | " + " | ".join(cells) + " |")
+            label = "naive / ours"
+            if (naive.get("opened") or 0) < n:
+                label += f" (naive held {naive.get('opened') or 0:,} streams)"
+            lines.append(f"| {n:,} | {label} | " + " | ".join(cells) + " |")
     if notes:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)

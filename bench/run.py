@@ -207,7 +207,7 @@ SLOW_SID = 20_000_000
 def one_account_floods(
     opts: Options,
     rng: random.Random,
-    port: int,
+    server: Any,
     path: str,
     sessions: Sequence[tuple[int, str]],
     users: Sequence[int],
@@ -219,7 +219,7 @@ def one_account_floods(
     user_id, key = sessions[-2]
     sids = [FLOOD_SID + i for i in range(opts.flood)]
     collector.users.update(dict.fromkeys(sids, user_id))
-    reply = pool.call_one(0, ("open", port, path, [(sid, key) for sid in sids], 50), 120)
+    reply = pool.call_one(0, ("open", server.port, path, [(sid, key) for sid in sids], 50), 120)
     result = {
         "tried": opts.flood,
         "accepted": len(reply["opened"]),
@@ -253,7 +253,7 @@ def slow_client(
     rss_before = server.status()["VmRSS"]
     reply = pool.call_one(0, ("stall", server.port, path, SLOW_SID, key), 60)
     if not reply.get("opened"):
-        return {"error": reply.get("error", "not opened")}
+        return {"error": f"the slow client's stream did not open: {reply.get('reason')}"}
     text = "x" * 10_000
     rows = opts.slow_mb * 100
     started = time.monotonic()
@@ -391,14 +391,20 @@ def measure(
                     f"{admin['arrived']}/{admin['sent']} p50 {admin.get('p50_ms')} "
                     f"p99 {admin.get('p99_ms')} ms"
                 )
-            if opened and n == opts.streams[0] and opts.flood:
-                result["flood"] = one_account_floods(
-                    opts, rng, server.port, path, sessions, users, opened, collector, pool
-                )
-            if opened and n == opts.streams[0] and opts.slow_mb:
-                result["slow_client"] = slow_client(
-                    opts, rng, server, path, sessions, users, opened, collector, pool
-                )
+            extras = {
+                "flood": (one_account_floods, opts.flood),
+                "slow_client": (slow_client, opts.slow_mb),
+            }
+            for name, (phase, wanted) in extras.items():
+                if not (opened and wanted and n == opts.streams[0]):
+                    continue
+                try:
+                    result[name] = phase(
+                        opts, rng, server, path, sessions, users, opened, collector, pool
+                    )
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+                    log(f"{design}, {n} streams: {name} FAILED: {result[name]['error']}")
             alive, _ = collector.streams()
             result["alive_at_end"] = alive
             result["duplicates"] = collector.duplicates
