@@ -64,25 +64,25 @@ def _create_rows(opts: Options, users: list[int], rng: random.Random) -> list[in
 
 def _claim_log(paths: list[Path]) -> dict[str, Any]:
     """Replay the servers' claim logs in time order; count claims of rows already claimed."""
-    entries = []
+    entries: list[tuple[float, str, int, list[int]]] = []
     for path in paths:
         if not path.exists():
             return {"available": False}
         for line in path.read_text().splitlines():
-            tag, stamp, pid, *ids = line.split()
-            entries.append((float(stamp), tag, int(pid), [int(i) for i in ids]))
+            tag, stamp, pid, *pks = line.split()
+            entries.append((float(stamp), tag, int(pid), [int(i) for i in pks]))
     entries.sort()
     holders: dict[int, list[int]] = defaultdict(list)
     released: set[int] = set()
-    twice = set()
+    twice: set[int] = set()
     claims = releases = 0
-    for _stamp, tag, pid, ids in entries:
+    for _stamp, tag, claimer, ids in entries:
         for pk in ids:
             if tag == "C":
                 claims += 1
                 if holders[pk]:
                     twice.add(pk)
-                holders[pk].append(pid)
+                holders[pk].append(claimer)
             else:
                 releases += 1
                 released.add(pk)

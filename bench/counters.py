@@ -90,5 +90,5 @@ def log_claims() -> None:
         write("R", time.time(), list(ids))
         return release(ids)
 
-    services.claim = logged_claim  # type: ignore[assignment]
-    services.release = logged_release  # type: ignore[assignment]
+    services.claim = logged_claim
+    services.release = logged_release

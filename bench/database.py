@@ -6,6 +6,7 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -138,7 +139,7 @@ def make_sessions(count: int, prefix: str = "bench") -> list[tuple[int, str]]:
         batch_size=1000,
     )
     store = SessionStore()
-    expire = timezone.now() + timezone.timedelta(days=1)
+    expire = timezone.now() + timedelta(days=1)
     sessions = []
     rows = []
     for user in users:
