@@ -202,6 +202,7 @@ def churn(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
     from_two = {pk for pk, s in live_servers.items() if len(s) > 1}
     verdict = {
         "rows": len(rows),
+        # From the servers' claim logs; None when they could not be written (see counters.py).
         "claimed_twice": server_log.get("claimed_twice"),
         # Sent live by two processes: a double claim, unless the first process released the row
         # (a stream of the user closed with it unsent) and the second claimed it again.
@@ -222,7 +223,7 @@ def churn(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
     verdict["ok"] = (
         verdict["lost"] == 0
         and verdict["received_live_from_two_processes"] == verdict["of_which_after_a_release"]
-        and not verdict["claimed_twice"]
+        and verdict["claimed_twice"] == 0
         and verdict["duplicates_on_a_stream"] == 0
         and wrong_user == 0
     )

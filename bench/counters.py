@@ -1,8 +1,10 @@
 """Instrumentation of the server process under benchmark: statements run, claims made.
 
-Every database connection the process opens (the hub's, a request's, the naive streams')
-gets an execute wrapper that counts its statements by kind. `PRAGMA data_version` (SQLite's
-change check, microseconds, no table read) is counted apart from real queries.
+Every database connection the process opens through Django (the hub's, a request's, the naive
+streams') gets an execute wrapper that counts its statements by kind. `PRAGMA data_version`
+(SQLite's change check, microseconds, no table read) is counted apart from real queries, by a
+trace callback on the sqlite3 connection, so that it is counted also when run on that
+connection directly.
 
 With BENCH_CLAIM_LOG set, every claim and release of notifications is appended to that file
 (the churn run's server-side proof that no row is claimed twice).
@@ -45,9 +47,18 @@ def kind(sql: str) -> str:
 
 
 def _count(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-    with _lock:
-        _statements[kind(sql)] += 1
+    statement = kind(sql)
+    # On SQLite the trace callback counts change checks, whichever way they are run.
+    if statement != "change_check" or context["connection"].vendor != "sqlite":
+        with _lock:
+            _statements[statement] += 1
     return execute(sql, params, many, context)
+
+
+def _trace(sql: str) -> None:
+    if kind(sql) == "change_check":
+        with _lock:
+            _statements["change_check"] += 1
 
 
 def count_statements(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -58,6 +69,10 @@ def count_statements(sender: Any, connection: Any, **kwargs: Any) -> None:
     # The wrapper list belongs to the DatabaseWrapper, which outlives its connections.
     if _count not in connection.execute_wrappers:
         connection.execute_wrappers.append(_count)
+    if connection.vendor == "sqlite":
+        # Also sees statements run on the sqlite3 connection itself, bypassing Django's
+        # cursors (a change check can be run that way).
+        connection.connection.set_trace_callback(_trace)
 
 
 def log_claims() -> None:

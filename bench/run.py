@@ -359,7 +359,9 @@ def measure(
                 round((status["VmRSS"] - base["VmRSS"]) / len(opened), 1) if opened else None
             )
             result["threads"] = status["Threads"]
-            result["db_connections"] = servers.database_connections(server, database, app_name)
+            result["db_connections"], result["db_connections_all"] = servers.database_connections(
+                server, database, app_name
+            )
             b, a = before["statements"], after["statements"]
             result["queries_per_s"] = round((a["queries"] - b["queries"]) / window, 2)
             result["change_checks_per_s"] = round(

@@ -53,20 +53,25 @@ def stats(server: DaphneServer) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def database_connections(server: DaphneServer, database: Database, application_name: str) -> int:
-    """Return the database connections the server holds open.
+def database_connections(
+    server: DaphneServer, database: Database, application_name: str
+) -> tuple[int, int]:
+    """Return the database connections the server holds open, and all but this process's.
 
-    PostgreSQL: its backends in pg_stat_activity (by application_name); SQLite: its open
-    descriptors on the database file.
+    PostgreSQL: its backends in pg_stat_activity by application_name, and all backends of the
+    database (a connection opened without the name is in the second figure only); SQLite: its
+    open descriptors on the database file, twice.
     """
     if database.vendor == "sqlite":
-        return server.open_files(database.name)
+        count = server.open_files(database.name)
+        return count, count
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-            [database.name, application_name],
+            "SELECT count(*) FILTER (WHERE application_name = %s), count(*) "
+            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [application_name, database.name],
         )
         row = cursor.fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, 0)
