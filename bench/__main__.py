@@ -56,6 +56,14 @@ def _ints(value: str) -> list[int]:
     return [int(v.replace("_", "")) for v in value.split(",") if v]
 
 
+def _designs(value: str) -> list[str]:
+    designs = [v for v in value.split(",") if v]
+    unknown = set(designs) - {"ours", "naive"}
+    if unknown or not designs:
+        raise argparse.ArgumentTypeError(f"designs are ours and naive, not {value!r}")
+    return designs
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -81,7 +89,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                 sub._add_action(action)
 
     run.add_argument("--streams", type=_ints, default=[100, 1000, 5000, 10000])
-    run.add_argument("--design", type=lambda v: v.split(","), default=["ours", "naive"])
+    run.add_argument(
+        "--design",
+        type=_designs,
+        default=["ours", "naive"],
+        help="comma-separated: ours, naive (default both)",
+    )
     run.add_argument("--naive-max", type=int, default=2000)
     run.add_argument("--idle", type=float, default=16.0, help="idle window, s (default 16)")
     run.add_argument("--settle", type=float, default=3.0)
