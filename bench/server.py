@@ -1,0 +1,77 @@
+"""The daphne processes under benchmark: started with the bench settings, read from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.support import DaphneServer, start_daphne
+
+from .database import Database
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_env(database: Database, application_name: str, **extra: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DATABASE_URL": database.for_server(application_name),
+        "DEBUG": "false",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or "benchmark-only-secret-key",
+        # The project's .env (a developer's settings) must not change what is measured.
+        "ENV_FILE": os.devnull,
+        **extra,
+    }
+    return env
+
+
+@contextlib.contextmanager
+def serve(
+    database: Database, application_name: str, log: Path, **extra: str
+) -> Iterator[DaphneServer]:
+    """Run one daphne process with the bench settings; stop it on exit, whatever happens."""
+    with start_daphne(server_env(database, application_name, **extra), log) as server:
+        yield server
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the process's user + system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of proc(5), counted from the state field (3).
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def stats(server: DaphneServer) -> dict[str, Any]:
+    """Return the server's /bench/stats (its counters; no database touched)."""
+    with urllib.request.urlopen(f"{server.url}/bench/stats", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def database_connections(
+    server: DaphneServer, database: Database, application_name: str
+) -> tuple[int, int]:
+    """Return the database connections the server holds open, and all but this process's.
+
+    PostgreSQL: its backends in pg_stat_activity by application_name, and all backends of the
+    database (a connection opened without the name is in the second figure only); SQLite: its
+    open descriptors on the database file, twice.
+    """
+    if database.vendor == "sqlite":
+        count = server.open_files(database.name)
+        return count, count
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE application_name = %s), count(*) "
+            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [application_name, database.name],
+        )
+        row = cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
