@@ -97,7 +97,8 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             raise PermissionDenied
         form = BroadcastForm(request.POST if request.method == "POST" else None)
         count = None
-        if form.is_valid():
+        # "Change it" on the confirmation goes back to the form, filled in.
+        if form.is_valid() and "edit" not in request.POST:
             recipients = form.recipients()
             count = recipients.count()
             if not count:

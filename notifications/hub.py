@@ -299,9 +299,28 @@ class Hub:
         What the replay claims also goes to the user's other streams. Raise TimeoutError when
         the database does not answer within DATABASE_TIMEOUT.
         """
-        async with asyncio.timeout(DATABASE_TIMEOUT):
-            shown = await self.run(services.replay, subscription.user_id, after_id, limit)
-        self.deliver(shown.claimed, skip=subscription)
+        abandoned = False
+
+        def share(done: asyncio.Future[services.Shown]) -> None:
+            # Runs when the query ends, even if this stream gave up waiting (timeout, client
+            # gone): what it claimed still reaches the user's other streams, or is released.
+            if done.cancelled() or done.exception() is not None:
+                return
+            nobody = self.deliver(done.result().claimed, skip=subscription)
+            if abandoned and nobody:
+                self._to_release.extend(n.pk for n in nobody)
+                self.wake()
+
+        query = asyncio.ensure_future(
+            self.run(services.replay, subscription.user_id, after_id, limit)
+        )
+        query.add_done_callback(share)
+        try:
+            async with asyncio.timeout(DATABASE_TIMEOUT):
+                shown = await asyncio.shield(query)
+        except BaseException:
+            abandoned = True
+            raise
         return shown.rows
 
     def deliver(

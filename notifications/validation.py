@@ -8,9 +8,12 @@ from . import conf
 
 
 def validate_text(text: str) -> None:
-    """Refuse text that is empty, only whitespace, or longer than NOTIFICATIONS_MAX_LENGTH."""
+    """Refuse text that is empty or only whitespace, has a NUL, or exceeds the maximum length."""
     if not isinstance(text, str) or not text.strip():
         raise ValidationError("The text is empty: write something to send.", code="empty")
+    if "\x00" in text:
+        # PostgreSQL's text type cannot hold it, and SQLite would: refused on both alike.
+        raise ValidationError("The text contains a NUL character (\\x00).", code="null")
     limit = conf.max_length()
     if len(text) > limit:
         raise ValidationError(

@@ -365,3 +365,20 @@ def test_notification_list_has_a_date_hierarchy(admin_client: Client) -> None:
     page = admin_client.get(NOTIFICATIONS).content.decode()
     year = (timezone.now() - timedelta(days=400)).year
     assert f"?created__year={year}" in page
+
+
+def test_broadcast_change_it_goes_back_to_the_filled_in_form(admin_client: Client) -> None:
+    token = csrf_token(admin_client.get(BROADCAST).content.decode())
+    confirm = admin_client.post(
+        BROADCAST, {"csrfmiddlewaretoken": token, "text": "Draft", "group": ""}
+    ).content.decode()
+    assert 'id="broadcast-count"' in confirm
+
+    back = admin_client.post(
+        BROADCAST,
+        {"csrfmiddlewaretoken": csrf_token(confirm), "text": "Draft", "group": "", "edit": "x"},
+    ).content.decode()
+
+    assert 'id="broadcast-count"' not in back
+    assert "Draft</textarea>" in back
+    assert not Notification.objects.exists()

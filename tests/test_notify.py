@@ -124,3 +124,16 @@ def test_notify_stdin_option_for_call_command() -> None:
         "notify", "--user", "alice", "-", stdin=StringIO("from a pipe\r\n"), stdout=StringIO()
     )
     assert texts() == [("alice", "from a pipe")]
+
+
+@pytest.mark.django_db
+def test_notify_refuses_a_nul_character_and_stdin_that_is_not_utf8() -> None:
+    from io import BytesIO, TextIOWrapper
+
+    make_user("alice")
+    with pytest.raises(CommandError, match="NUL"):
+        call_command("notify", "--user", "alice", "a\x00b", stdout=StringIO())
+    not_utf8 = TextIOWrapper(BytesIO(b"caf\xe9\n"), encoding="utf-8")
+    with pytest.raises(CommandError, match="not valid UTF-8"):
+        call_command("notify", "--user", "alice", "-", stdin=not_utf8, stdout=StringIO())
+    assert texts() == []

@@ -93,3 +93,9 @@ def test_parse_age_units() -> None:
     assert parse_age("30d") == timedelta(days=30)
     assert parse_age("12h") == timedelta(hours=12)
     assert parse_age("90m") == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("huge", ["99999999999d", "1000000d"])
+def test_purge_refuses_an_age_beyond_the_calendar(huge: str) -> None:
+    with pytest.raises(CommandError, match="before the year 1"):
+        purge(f"--older-than={huge}")

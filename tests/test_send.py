@@ -152,3 +152,12 @@ def test_send_bulk_to_10000_users_is_one_quick_transaction(
     assert elapsed < 10, f"10,000 rows took {elapsed:.1f}s"
     with capsys.disabled():
         print(f"\nsend_bulk: 10,000 notifications in {elapsed:.2f}s")
+
+
+def test_send_refuses_a_nul_character_on_every_database() -> None:
+    alice = make_user("alice")
+    with pytest.raises(ValidationError, match="NUL"):
+        services.send_notification(alice, "a\x00b")
+    with pytest.raises(ValidationError, match="NUL"):
+        services.send_bulk([alice], "a\x00b")
+    assert not Notification.objects.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -488,3 +489,35 @@ async def test_streams_opening_together_are_authenticated_in_one_check(
 
     assert users == [alice.pk] * 25 + [bob.pk] * 25 + [None]
     assert hub.stats.queries - queries <= 4  # one check (two queries), not fifty
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from notifications import hub as hub_module
+    from notifications import services
+
+    tab_a = hub.subscribe(alice.pk, alice_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="late")])
+    # Outside the live window: only the replay can claim it, never the poll.
+    await Notification.objects.filter(pk=n.pk).aupdate(created=timezone.now() - timedelta(hours=1))
+    real, go_on = services.replay, threading.Event()
+
+    def slow_replay(*args: Any) -> services.Shown:
+        go_on.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(services, "replay", slow_replay)
+    monkeypatch.setattr(hub_module, "DATABASE_TIMEOUT", 0.1)
+    tab_b = hub.subscribe(alice.pk, alice_session)
+    with pytest.raises(TimeoutError):
+        await hub.replay(tab_b, n.pk - 1, 10)  # tab B gives up waiting
+    go_on.set()  # the query ends, and commits its claim, after all
+
+    assert [x.pk for x in await tab_a.next_batch(idle=10) or []] == [n.pk]
+    hub.unsubscribe(tab_a)
+    hub.unsubscribe(tab_b)

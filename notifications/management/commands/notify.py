@@ -51,7 +51,10 @@ class Command(BaseCommand):
         if text == "-":
             stdin = options.get("stdin") or sys.stdin
             # The newline that ends `echo` or a heredoc is not part of the text.
-            text = stdin.read().rstrip("\r\n")
+            try:
+                text = stdin.read().rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise CommandError(f"The text on stdin is not valid UTF-8: {exc}") from exc
         try:
             services.validate_text(text)
         except ValidationError as exc:

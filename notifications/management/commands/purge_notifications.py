@@ -21,7 +21,12 @@ def parse_age(value: str) -> timedelta:
         raise ValueError(
             f"--older-than takes a number and a unit, d, h or m (30d, 12h, 90m), not {value!r}."
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        timezone.now() - age  # noqa: B018 (an age beyond year 1 is refused here, not later)
+    except OverflowError as exc:
+        raise ValueError(f"--older-than {value} reaches back before the year 1.") from exc
+    return age
 
 
 class Command(BaseCommand):
