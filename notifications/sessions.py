@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from importlib import import_module
 from typing import Any
 
@@ -43,6 +44,12 @@ class SessionCache:
     def __init__(self) -> None:
         self.sessions: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self.users: dict[Any, tuple[tuple[Any, ...], frozenset[str] | None]] = {}
+        # The last full check: the database's change token read before it, the keys it
+        # checked, its answer, and when the first of the sessions it read expires.
+        self.token: Any = None
+        self.keys: frozenset[str] = frozenset()
+        self.valid: dict[str, int] = {}
+        self.earliest_expiry: datetime | None = None
 
 
 def session_users(
@@ -51,10 +58,55 @@ def session_users(
     """Return the id of the active user logged in with each session key that is still valid.
 
     Keys that are unknown, expired, anonymous or no longer valid for their user are left out.
-    Pass the same `cache` to repeated checks of the same keys to make them cheap.
+    Pass the same `cache` to repeated checks of the same keys to make them cheap: when nothing
+    was committed to the database since the last check, no session has expired since, and no
+    key is new, the last answer stands without reading a session or a user.
     """
-    cache = cache if cache is not None else SessionCache()
+    if cache is None:
+        return _check(session_keys, SessionCache())
+    keys = frozenset(session_keys)
+    token = _database_token()
+    if (
+        token is not None
+        and token == cache.token
+        and keys <= cache.keys
+        and (cache.earliest_expiry is None or timezone.now() < cache.earliest_expiry)
+    ):
+        return {k: cache.valid[k] for k in keys if k in cache.valid}
+    valid = _check(keys, cache)
+    cache.token, cache.keys, cache.valid = token, keys, valid
+    return valid
+
+
+def _database_token() -> Any:
+    """Return a value that changes whenever anything is committed to the database.
+
+    None when there is no such value, or when a session's validity can depend on something
+    outside the database (a cache session engine, a backend with its own get_user()).
+    """
+    engine = import_module(settings.SESSION_ENGINE)
+    if not issubclass(engine.SessionStore, DatabaseSessionStore):
+        return None
+    for backend_path in settings.AUTHENTICATION_BACKENDS:
+        if type(load_backend(backend_path)).get_user is not ModelBackend.get_user:
+            return None
+    if connection.vendor == "sqlite":
+        # Changes when another connection commits; this connection writes no session.
+        sql = "PRAGMA data_version"
+    elif connection.vendor == "postgresql":
+        # Moves with every write to the cluster's write-ahead log.
+        sql = "SELECT pg_current_wal_lsn()"
+    else:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _check(session_keys: Collection[str], cache: SessionCache) -> dict[str, int]:
     sessions = _load_sessions(session_keys, cache)
+    previous_users, cache.users = cache.users, {}
     claims: dict[str, tuple[Any, str, str]] = {}
     by_backend: dict[str, set[Any]] = defaultdict(set)
     user_pk = get_user_model()._meta.pk
@@ -74,7 +126,7 @@ def session_users(
     # for a user who may not log in (or has no session hash at all: any session is valid).
     hashes: dict[tuple[str, Any], frozenset[str] | None] = {}
     for backend_path, user_ids in by_backend.items():
-        for pk, valid_hashes in _user_hashes(backend_path, user_ids, cache).items():
+        for pk, valid_hashes in _user_hashes(backend_path, user_ids, previous_users, cache).items():
             hashes[backend_path, pk] = valid_hashes
 
     valid = {}
@@ -125,11 +177,14 @@ def _load_sessions(
     decoder = store_class()
     seen = cache.sessions
     cache.sessions = {}
+    cache.earliest_expiry = None
     sessions: dict[str, Mapping[str, Any]] = {}
     rows = model.objects.filter(
         session_key__in=_one_of(model._meta.pk, keys), expire_date__gt=now
-    ).values_list("session_key", "session_data")
-    for key, session_data in rows:
+    ).values_list("session_key", "session_data", "expire_date")
+    for key, session_data, expire_date in rows:
+        if cache.earliest_expiry is None or expire_date < cache.earliest_expiry:
+            cache.earliest_expiry = expire_date
         known = seen.get(key)
         if known is not None and known[0] == session_data:
             data = known[1]
@@ -141,7 +196,10 @@ def _load_sessions(
 
 
 def _user_hashes(
-    backend_path: str, user_ids: Collection[Any], cache: SessionCache
+    backend_path: str,
+    user_ids: Collection[Any],
+    seen: dict[Any, tuple[tuple[Any, ...], frozenset[str] | None]],
+    cache: SessionCache,
 ) -> dict[Any, frozenset[str] | None]:
     """Return, for each user the backend still lets in, the session hashes valid for them."""
     backend = load_backend(backend_path)
@@ -159,8 +217,6 @@ def _user_hashes(
     if any(f.attname == "is_active" for f in model._meta.concrete_fields):
         fields.append("is_active")
     ids = [pk_field.get_db_prep_value(pk, connection, prepared=False) for pk in user_ids]
-    seen = cache.users
-    cache.users = {}
     found: dict[Any, frozenset[str] | None] = {}
     for row in manager.filter(pk__in=_one_of(pk_field, ids)).values_list(*fields):
         pk = row[0]
