@@ -42,8 +42,12 @@ CLAIM_LIMIT = 1000
 # The channel the insert trigger NOTIFYs on PostgreSQL (migration 0002).
 POSTGRES_CHANNEL = "notifications_created"
 
-# Least seconds between two polls, so a burst of wake-ups is claimed in few queries.
+# Least seconds between two polls, so a burst of wake-ups is claimed in few queries; a poll
+# that took long (a large backlog in the recent window) waits twice its duration.
 MIN_POLL_GAP = 0.01
+
+# Seconds of silence after which the LISTEN connection is checked with a query.
+LISTEN_CHECK_INTERVAL = 60.0
 
 # Seconds a stream waits for the database (authentication, replay) before giving up, and the
 # statement timeout of the hub's PostgreSQL connection.
@@ -224,6 +228,8 @@ class Hub:
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # True while a PostgreSQL LISTEN connection waits for NOTIFYs.
+        self.listening = False
 
     # Streams' side.
 
@@ -458,7 +464,8 @@ class Hub:
                             async with asyncio.timeout(conf.poll_interval()):
                                 await self._wake.wait()
                         # A burst of wake-ups is claimed together, not a query each.
-                        await asyncio.sleep(max(0.0, started + MIN_POLL_GAP - time.monotonic()))
+                        gap = max(MIN_POLL_GAP, 2 * self.stats.last_tick_duration)
+                        await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
                     self._wake.clear()
             finally:
                 watcher.cancel()
@@ -494,16 +501,25 @@ class Hub:
                 listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
                 async with listener:
                     await listener.execute(f"LISTEN {POSTGRES_CHANNEL}")
+                    self.listening = True
                     delay = 1.0
                     # Rows inserted while nobody listened: look now.
                     self.wake()
-                    async for _ in listener.notifies():
-                        self.wake()
-            except (psycopg.Error, OSError) as exc:
+                    while True:
+                        # A NOTIFY wakes the poll; a quiet minute makes sure the connection
+                        # still answers (one dropped silently would otherwise never notify).
+                        async for _ in listener.notifies(timeout=LISTEN_CHECK_INTERVAL):
+                            self.wake()
+                        async with asyncio.timeout(DATABASE_TIMEOUT):
+                            await listener.execute("SELECT 1")
+                        self.wake()  # in case a NOTIFY came with the check's answer
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 logger.warning(
                     "LISTEN connection failed (%s); the poll alone delivers until it is back",
                     exc,
                 )
+            finally:
+                self.listening = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

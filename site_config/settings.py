@@ -98,6 +98,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A server that stops answering (a failover, a dropped network path) must fail a query
+    # within seconds, not hang it until the kernel gives up on the connection. URL query
+    # parameters (?connect_timeout=...) win.
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    for name, value in {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }.items():
+        options.setdefault(name, value)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -449,11 +449,16 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
     """PostgreSQL: the insert trigger's NOTIFY; SQLite: the change in PRAGMA data_version."""
-    from django.db import connections
+    from django.db import connection, connections
 
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    # The watcher is up, and its own first wake-up is behind us.
+    if connection.vendor == "postgresql":
+        await wait_until(lambda: hub.listening, what="the LISTEN connection")
+    else:
+        await wait_until(lambda: hub.stats.change_checks >= 2, what="two data_version reads")
     wakes = hub.stats.wakes
 
     def insert_elsewhere() -> int:
