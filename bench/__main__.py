@@ -83,7 +83,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="the measurement run (the default)")
     churn = commands.add_parser("churn", help="several processes, clients coming and going")
-    for sub in (run, churn):
+    sending = commands.add_parser(
+        "sending", help="send_bulk, manage.py notify and purge_notifications, timed"
+    )
+    for sub in (run, churn, sending):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -127,7 +130,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     churn.add_argument("--quiet", type=float, default=4.0, help="settle: seconds without events")
 
-    if not argv or argv[0] not in ("run", "churn", "-h", "--help"):
+    sending.add_argument("--recipients", type=int, default=50_000)
+    sending.add_argument("--runs", type=int, default=3)
+
+    if not argv or argv[0] not in ("run", "churn", "sending", "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
 
@@ -152,6 +158,7 @@ def main(argv: list[str]) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         url = os.environ.get("DATABASE_URL", "")
         database: Database | None = None
+        outcome: dict[str, Any]
         try:
             database = create(url, tmp, args.pg_connections)
             os.environ["DATABASE_URL"] = database.url
@@ -161,11 +168,18 @@ def main(argv: list[str]) -> int:
             from .database import version
 
             info = report.machine(version())
-            if args.command == "churn":
+            if args.command == "sending":
+                from .sending import sending
+
+                outcome = sending(database, args.recipients, args.runs)
+                print(json.dumps(outcome["median_seconds"], indent=2))
+                document = {"machine": info, **outcome}
+                ok = True
+            elif args.command == "churn":
                 from .churn import Options as ChurnOptions
                 from .churn import churn
 
-                outcome: dict[str, Any] = churn(
+                outcome = churn(
                     database,
                     ChurnOptions(
                         processes=args.processes,

@@ -39,7 +39,7 @@ T = TypeVar("T")
 # Rows claimed per query; a larger backlog is claimed by the next queries without a pause.
 CLAIM_LIMIT = 1000
 
-# The channel the insert trigger NOTIFYs on PostgreSQL (migration 0002).
+# The channel the insert trigger NOTIFYs on PostgreSQL (migration 0003).
 POSTGRES_CHANNEL = "notifications_created"
 
 # Least seconds between two polls, so a burst of wake-ups is claimed in few queries; a poll

@@ -58,18 +58,13 @@ def parse_last_event_id(request: HttpRequest) -> int | None:
     Raise ValueError with a message for the client when it is not a notification id.
     """
     value = request.headers.get("Last-Event-ID", "").strip()
-    source = "Last-Event-ID header"
-    if not value:
-        value = request.GET.get("last_event_id", "").strip()
-        source = "last_event_id parameter"
-        if not value:
-            return None
-    if not _ID.fullmatch(value) or int(value) > _MAX_ID:
-        shown = value if len(value) <= 40 else value[:40] + "..."
-        raise ValueError(
-            f"The {source} must be a notification id (a whole number of 0 or more), not {shown!r}."
-        )
-    return int(value)
+    if value:
+        return _parse_id(value, "The Last-Event-ID header", "a notification id")
+    return _parse_id(
+        request.GET.get("last_event_id", "").strip(),
+        "The last_event_id parameter",
+        "a notification id",
+    )
 
 
 def parse_user(request: HttpRequest) -> int | None:
@@ -77,12 +72,15 @@ def parse_user(request: HttpRequest) -> int | None:
 
     Raise ValueError with a message for the client when it is not a user id.
     """
-    value = request.GET.get("user", "").strip()
+    return _parse_id(request.GET.get("user", "").strip(), "The user parameter", "a user id")
+
+
+def _parse_id(value: str, source: str, what: str) -> int | None:
     if not value:
         return None
     if not _ID.fullmatch(value) or int(value) > _MAX_ID:
         shown = value if len(value) <= 40 else value[:40] + "..."
-        raise ValueError(f"The user parameter must be a user id, not {shown!r}.")
+        raise ValueError(f"{source} must be {what} (a whole number of 0 or more), not {shown!r}.")
     return int(value)
 
 

@@ -14,7 +14,7 @@ from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
-from .support import SERVER_APPLICATION_NAME, DaphneServer, database_url, start_daphne
+from .support import DaphneServer, server_env, start_daphne
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -101,15 +101,11 @@ def staff(transactional_db: None) -> AbstractUser:
 def daphne_server(
     django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DaphneServer]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "NOTIFICATIONS_SESSION_CHECK_INTERVAL": "1",
+    env = server_env(
+        NOTIFICATIONS_SESSION_CHECK_INTERVAL="1",
         # Above the 21 streams per user that the thread-count test opens.
-        "NOTIFICATIONS_MAX_STREAMS_PER_USER": str(LIVE_MAX_STREAMS_PER_USER),
-    }
+        NOTIFICATIONS_MAX_STREAMS_PER_USER=str(LIVE_MAX_STREAMS_PER_USER),
+    )
     log = Path(tmp_path_factory.mktemp("daphne")) / "daphne.log"
     with start_daphne(env, log) as server:
         yield server

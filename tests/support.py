@@ -41,6 +41,17 @@ def database_url(application_name: str = "") -> str:
     return f"postgres://{credentials}{host}{port}/{settings['NAME']}{query}"
 
 
+def server_env(application_name: str = SERVER_APPLICATION_NAME, **settings: str) -> dict[str, str]:
+    """Return the environment of a daphne server on the test database, with these settings."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(application_name=application_name),
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        **settings,
+    }
+
+
 @dataclass
 class DaphneServer:
     process: subprocess.Popen[bytes]

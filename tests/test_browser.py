@@ -7,7 +7,6 @@ the suite's daphne server for all but the restart test, which needs one of its o
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import socket
@@ -28,7 +27,7 @@ from django.utils import timezone
 from notifications.models import Notification
 
 from .conftest import make_user, session_for
-from .support import SERVER_APPLICATION_NAME, DaphneServer, database_url, start_daphne
+from .support import DaphneServer, server_env, start_daphne
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -178,13 +177,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def daphne_on(port: int, log: Path) -> Iterator[DaphneServer]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-    }
-    with start_daphne(env, log, port=port) as server:
+    with start_daphne(server_env(), log, port=port) as server:
         yield server
 
 

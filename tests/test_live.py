@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -23,7 +22,7 @@ from .support import (
     SERVER_APPLICATION_NAME,
     DaphneServer,
     StreamReader,
-    database_url,
+    server_env,
     start_daphne,
     wait_until,
 )
@@ -233,12 +232,13 @@ async def test_logging_in_through_the_form_opens_the_page_and_its_stream(
 ) -> None:
     from .conftest import make_user
 
-    def make_carol() -> None:
+    def make_carol() -> int:
         carol = make_user("carol")
         carol.set_password("a long enough password")
         carol.save()
+        return int(carol.pk)
 
-    await sync_to_async(make_carol)()
+    carol_pk = await sync_to_async(make_carol)()
     async with httpx.AsyncClient(base_url=daphne_server.url, timeout=10) as http:
         token = await csrf_token(http, "/accounts/login/")
         login = await http.post(
@@ -256,7 +256,7 @@ async def test_logging_in_through_the_form_opens_the_page_and_its_stream(
         assert page.status_code == 200
         match = re.search(r'data-stream-url="([^"]+)"', page.text)
         assert match
-        assert match.group(1) == "/notifications/stream/?last_event_id=0"
+        assert match.group(1) == f"/notifications/stream/?last_event_id=0&amp;user={carol_pk}"
         async with StreamReader(http, path=match.group(1).replace("&amp;", "&")) as stream:
             assert stream.status == 200
 
@@ -274,13 +274,7 @@ async def test_wrong_password_gets_a_form_error_not_a_500(daphne_server: DaphneS
 
 @pytest.fixture
 def second_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(application_name=SERVER_APPLICATION_NAME),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-    }
-    with start_daphne(env, tmp_path / "second.log") as server:
+    with start_daphne(server_env(), tmp_path / "second.log") as server:
         yield server
 
 
@@ -339,14 +333,9 @@ async def test_one_account_at_its_stream_cap_does_not_starve_another(
 @pytest.fixture
 def hourly_poll_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
     """A server that polls once an hour: whatever arrives sooner was woken up."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "NOTIFICATIONS_POLL_INTERVAL": "3600",
-    }
-    with start_daphne(env, tmp_path / "hourly.log") as server:
+    with start_daphne(
+        server_env("", NOTIFICATIONS_POLL_INTERVAL="3600"), tmp_path / "hourly.log"
+    ) as server:
         yield server
 
 
@@ -382,14 +371,9 @@ async def test_the_admin_form_and_other_processes_wake_the_poll(
 
 @pytest.fixture
 def small_budget_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "NOTIFICATIONS_STREAM_MAX_BYTES": "200000",
-    }
-    with start_daphne(env, tmp_path / "budget.log") as server:
+    with start_daphne(
+        server_env("", NOTIFICATIONS_STREAM_MAX_BYTES="200000"), tmp_path / "budget.log"
+    ) as server:
         yield server
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from notifications.hub import Hub
 from notifications.models import Notification
 
 from .conftest import make_user
-from .support import DaphneServer, start_daphne, wait_until
+from .support import DaphneServer, server_env, start_daphne, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
@@ -110,12 +109,7 @@ def test_poller_state() -> None:
 
 def test_healthz_is_503_when_the_database_is_down(tmp_path: Path) -> None:
     # Nothing listens on port 1: every connection is refused at once.
-    env = {
-        **os.environ,
-        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nothing",
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-    }
+    env = server_env(DATABASE_URL="postgres://postgres@127.0.0.1:1/nothing")
     with start_daphne(env, tmp_path / "daphne.log") as server:
         response = httpx.get(f"{server.url}/healthz", timeout=10)
         log = server.log.read_text()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from django.contrib.auth.models import AbstractUser
 from notifications.models import Notification
 
 from .conftest import session_for
-from .support import StreamReader, database_url, start_daphne, wait_until
+from .support import StreamReader, server_env, start_daphne, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,12 +32,7 @@ def client(url: str, session: str) -> httpx.AsyncClient:
 async def test_every_notification_created_around_a_restart_arrives_exactly_once(
     alice: AbstractUser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
-    }
+    env = server_env("")
     session = await sync_to_async(session_for)(alice)
     created: list[int] = []
     received: list[int] = []
