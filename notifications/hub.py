@@ -221,6 +221,8 @@ class Hub:
         self.stats = HubStats()
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._stream_count = 0
+        # Subscriptions whose stream may not have started yet (see _sweep_unstarted).
+        self._unstarted: set[Subscription] = set()
         self._session_cache = SessionCache()
         self._authenticating: dict[str, list[asyncio.Future[int | None]]] = {}
         self._auth_task: asyncio.Task[None] | None = None
@@ -348,6 +350,7 @@ class Hub:
         """Start receiving the user's notifications; the poll starts with the first subscriber."""
         subscription = Subscription(user_id, session_key)
         self._subscriptions.setdefault(user_id, set()).add(subscription)
+        self._unstarted.add(subscription)
         self._stream_count += 1
         if self._task is None or self._task.done():
             # A fresh context: the poll outlives the request that happened to start it.
@@ -358,6 +361,7 @@ class Hub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop a subscription. What it held unsent is released if its user has no other."""
+        self._unstarted.discard(subscription)
         subs = self._subscriptions.get(subscription.user_id)
         if subs is not None and subscription in subs:
             subs.remove(subscription)
@@ -575,10 +579,12 @@ class Hub:
         # A stream whose client left while the response was still in Django's middleware
         # never runs its generator, and Django never closes its body: free its place.
         stale = time.monotonic() - UNSTARTED_TIMEOUT
-        for subs in list(self._subscriptions.values()):
-            for subscription in list(subs):
-                if not subscription.started and subscription.created < stale:
-                    self.unsubscribe(subscription)
+        for subscription in list(self._unstarted):
+            if subscription.started or subscription.closed:
+                self._unstarted.discard(subscription)
+            elif subscription.created < stale:
+                self._unstarted.discard(subscription)
+                self.unsubscribe(subscription)
 
     async def _check_sessions(self) -> None:
         self._sweep_unstarted()
