@@ -42,8 +42,8 @@ CLAIM_LIMIT = 1000
 # The channel the insert trigger NOTIFYs on PostgreSQL (migration 0003).
 POSTGRES_CHANNEL = "notifications_created"
 
-# Least seconds between two polls, so a burst of wake-ups is claimed in few queries; a poll
-# that took long (a large backlog in the recent window) waits twice its duration.
+# Least seconds between two polls, so a burst of wake-ups is claimed in few queries; after a
+# claim query that took long (a large backlog in the recent window), twice its duration.
 MIN_POLL_GAP = 0.01
 
 # Seconds of silence after which the LISTEN connection is checked with a query.
@@ -221,6 +221,10 @@ class Hub:
         self.stats = HubStats()
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._stream_count = 0
+        # The users with a stream, as the claim query's filter; None when it must be rebuilt.
+        self._user_ids: frozenset[int] | None = None
+        # Seconds the last claim query took in the worker (not waiting for it).
+        self._claim_seconds = 0.0
         # Subscriptions whose stream may not have started yet (see _sweep_unstarted).
         self._unstarted: set[Subscription] = set()
         self._session_cache = SessionCache()
@@ -349,7 +353,10 @@ class Hub:
     def subscribe(self, user_id: int, session_key: str) -> Subscription:
         """Start receiving the user's notifications; the poll starts with the first subscriber."""
         subscription = Subscription(user_id, session_key)
-        self._subscriptions.setdefault(user_id, set()).add(subscription)
+        if user_id not in self._subscriptions:
+            self._subscriptions[user_id] = set()
+            self._user_ids = None
+        self._subscriptions[user_id].add(subscription)
         self._unstarted.add(subscription)
         self._stream_count += 1
         if self._task is None or self._task.done():
@@ -368,6 +375,7 @@ class Hub:
             self._stream_count -= 1
             if not subs:
                 del self._subscriptions[subscription.user_id]
+                self._user_ids = None
         leftover = subscription.close()
         if leftover and subscription.user_id not in self._subscriptions:
             # Claimed for this stream but never sent: make it deliverable again.
@@ -468,7 +476,7 @@ class Hub:
                             async with asyncio.timeout(conf.poll_interval()):
                                 await self._wake.wait()
                         # A burst of wake-ups is claimed together, not a query each.
-                        gap = max(MIN_POLL_GAP, 2 * self.stats.last_tick_duration)
+                        gap = max(MIN_POLL_GAP, 2 * self._claim_seconds)
                         await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
                     self._wake.clear()
             finally:
@@ -564,12 +572,19 @@ class Hub:
             except BaseException:
                 self._to_release.extend(ids)
                 raise
-        user_ids = list(self._subscriptions)
-        if not user_ids:
+        if not self._subscriptions:
             return False
-        claimed = await self.run(
-            services.claim_pending, user_ids, window=conf.recent_window(), limit=CLAIM_LIMIT
-        )
+        if self._user_ids is None:
+            # Rebuilt only when a user's first stream opens or last one closes.
+            self._user_ids = frozenset(self._subscriptions)
+        user_ids, window = self._user_ids, conf.recent_window()
+
+        def claim() -> tuple[list[Notification], float]:
+            started = time.monotonic()
+            claimed = services.claim_pending(user_ids, window=window, limit=CLAIM_LIMIT)
+            return claimed, time.monotonic() - started
+
+        claimed, self._claim_seconds = await self.run(claim)
         self.stats.claimed += len(claimed)
         # A row whose user's last stream closed while the claim ran goes back.
         self._to_release.extend(n.pk for n in self.deliver(claimed))

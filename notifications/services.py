@@ -56,7 +56,7 @@ def pending(user_ids: Collection[int], since: datetime, limit: int) -> list[tupl
     """
     if not user_ids:
         return []
-    wanted = set(user_ids)
+    wanted = user_ids if isinstance(user_ids, (set, frozenset)) else set(user_ids)
     found = [(pk, user_id) for pk, user_id in pending_query(since) if user_id in wanted]
     return found[:limit]
 
