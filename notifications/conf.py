@@ -81,3 +81,8 @@ def effective_max_streams() -> int:
 def change_check_interval() -> float:
     """Seconds between two looks at SQLite's data_version (commits by other processes)."""
     return float(getattr(settings, "NOTIFICATIONS_CHANGE_CHECK_INTERVAL", 0.05))
+
+
+def gc_freeze() -> bool:
+    """Whether the hub keeps the streams' long-lived objects out of full garbage collections."""
+    return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", True))

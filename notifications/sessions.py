@@ -186,12 +186,11 @@ def _load_sessions(
         if cache.earliest_expiry is None or expire_date < cache.earliest_expiry:
             cache.earliest_expiry = expire_date
         known = seen.get(key)
-        if known is not None and known[0] == session_data:
-            data = known[1]
-        else:
-            data = decoder.decode(session_data)
-        cache.sessions[key] = (session_data, data)
-        sessions[key] = data
+        if known is None or known[0] != session_data:
+            # A new entry only for what changed: fewer objects for the garbage collector.
+            known = (session_data, decoder.decode(session_data))
+        cache.sessions[key] = known
+        sessions[key] = known[1]
     return sessions
 
 
@@ -221,12 +220,11 @@ def _user_hashes(
     for row in manager.filter(pk__in=_one_of(pk_field, ids)).values_list(*fields):
         pk = row[0]
         known = seen.get((backend_path, pk))
-        if known is not None and known[0] == row:
-            verdict = known[1]
-        else:
+        if known is None or known[0] != row:
             user = model.from_db(manager.db, fields, row)
-            verdict = _valid_hashes(user) if backend.user_can_authenticate(user) else _REFUSED
-        cache.users[backend_path, pk] = (row, verdict)
+            known = (row, _valid_hashes(user) if backend.user_can_authenticate(user) else _REFUSED)
+        cache.users[backend_path, pk] = known
+        verdict = known[1]
         if verdict is not _REFUSED:
             found[pk] = verdict
     return found

@@ -141,7 +141,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "notifications": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+        # Not propagated: daphne configures the root logger too, and every line came twice.
+        "notifications": {
+            "handlers": ["console"],
+            "level": env.str("LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
     },
 }
 
@@ -158,4 +163,5 @@ NOTIFICATIONS_MAX_STREAMS_PER_USER = env.int("NOTIFICATIONS_MAX_STREAMS_PER_USER
 NOTIFICATIONS_MAX_STREAMS = env.int("NOTIFICATIONS_MAX_STREAMS", default=0)
 NOTIFICATIONS_MAX_LENGTH = env.int("NOTIFICATIONS_MAX_LENGTH", default=10_000)
 NOTIFICATIONS_STREAM_MAX_BYTES = env.int("NOTIFICATIONS_STREAM_MAX_BYTES", default=1_048_576)
+NOTIFICATIONS_GC_FREEZE = env.bool("NOTIFICATIONS_GC_FREEZE", default=True)
 NOTIFICATIONS_CHANGE_CHECK_INTERVAL = env.float("NOTIFICATIONS_CHANGE_CHECK_INTERVAL", default=0.05)

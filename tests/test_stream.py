@@ -526,3 +526,30 @@ async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_str
     assert [x.pk for x in await tab_a.next_batch(idle=10) or []] == [n.pk]
     hub.unsubscribe(tab_a)
     hub.unsubscribe(tab_b)
+
+
+def test_long_lived_objects_are_frozen_then_thawed_and_collected(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from notifications import hub as hub_module
+
+    settings.NOTIFICATIONS_GC_FREEZE = True
+    monkeypatch.setattr(hub_module, "_next_thaw", 0.0)
+    collections = gc.get_stats()[2]["collections"]
+    try:
+        hub_module._keep_long_lived_out_of_gc()
+        assert gc.get_freeze_count() > 0
+        monkeypatch.setattr(hub_module, "_next_thaw", 1.0)  # due: thaw and collect now
+
+        hub_module._keep_long_lived_out_of_gc()
+
+        assert gc.get_stats()[2]["collections"] > collections
+        assert gc.get_freeze_count() > 0  # frozen again after the collection
+        settings.NOTIFICATIONS_GC_FREEZE = False
+        gc.unfreeze()
+        hub_module._keep_long_lived_out_of_gc()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
