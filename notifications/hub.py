@@ -1,14 +1,16 @@
-"""The process-wide poller: one claim query per poll interval for every stream in the process.
+"""The process-wide poller: one claim query at a time for every stream in the process.
 
 A stream subscribes its user to the hub of its event loop. While anyone is subscribed, the hub
-claims the recent undispatched notifications of all subscribed users in one query each
-interval, and hands each claimed row to every subscription of its user. It also checks, in
-one batch, that the sessions behind the streams are still valid, and ends the streams whose
-sessions are not.
+claims the recent undispatched notifications of all subscribed users in one query, and hands
+each claimed row to every subscription of its user. It polls when woken (a notification saved
+in this process, PostgreSQL's NOTIFY, a change in SQLite's data_version) and at least once a
+poll interval. It also checks, in one batch, that the sessions behind the streams are still
+valid, and ends the streams whose sessions are not; and it caps streams per user and process.
 
 All database work runs in one worker thread that the hub owns, so a process holds one
-database connection for its streams however many are open, and no stream touches the
-database in its own request thread.
+database connection for its streams however many are open (plus, on PostgreSQL, the LISTEN
+connection, which lives on the event loop), and no stream touches the database in its own
+request thread.
 """
 
 from __future__ import annotations
