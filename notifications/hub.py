@@ -105,7 +105,7 @@ def process_stats() -> dict[str, Any]:
         "streams": sum(h.stream_count for h in hubs),
         "users": sum(len(h._subscriptions) for h in hubs),
         "ticks": sum(h.stats.ticks for h in hubs),
-        "queries": sum(h.stats.queries for h in hubs),
+        "queries": sum(h.stats.queries + h.stats.session_queries for h in hubs),
         "claimed": sum(h.stats.claimed for h in hubs),
         "delivered": sum(h.stats.delivered for h in hubs),
         "released": sum(h.stats.released for h in hubs),
@@ -122,6 +122,13 @@ def process_stats() -> dict[str, Any]:
 
 
 DATA_VERSION = "PRAGMA data_version"
+
+
+def _close_connection() -> None:
+    # Looked up in the thread that runs it: `connection.close` evaluated by the caller would
+    # be the calling thread's connection, which Django refuses to close from another thread.
+    connection.close()
+
 
 # Seconds between two full garbage collections of everything; see _keep_long_lived_out_of_gc.
 GC_THAW_INTERVAL = 600.0
@@ -227,6 +234,8 @@ class HubStats:
     queries: int = 0
     # Queries of the last complete poll (claim and release; session checks are apart).
     last_tick_queries: int = 0
+    # Queries of the session checks and authentications, in their own thread.
+    session_queries: int = 0
     claimed: int = 0
     # Notifications handed to at least one stream (by the poll, a replay or a page render).
     delivered: int = 0
@@ -262,6 +271,7 @@ class Hub:
         self._auth_task: asyncio.Task[None] | None = None
         self._to_release: list[int] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._checker: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         # True while a PostgreSQL LISTEN connection waits for NOTIFYs.
@@ -321,7 +331,7 @@ class Hub:
         while self._authenticating:
             waiting, self._authenticating = self._authenticating, {}
             try:
-                users = await self.run(session_users, list(waiting))
+                users = await self.check(session_users, list(waiting))
             except Exception as exc:
                 for answers in waiting.values():
                     for answer in answers:
@@ -424,6 +434,28 @@ class Hub:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: self._call(func, args, kwargs))
 
+    async def check(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a session check in the hub's second thread, on a connection of its own.
+
+        A full check of thousands of sessions takes a tenth of a second or more; in the claim
+        thread it would hold up the claims queued behind it, and with them delivery.
+        """
+        if self._checker is None:
+            self._checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._checker, lambda: self._call(func, args, kwargs, checker=True)
+        )
+
+    async def _close_connections(self) -> None:
+        # Queued behind whatever each thread still runs, so nothing reopens them after.
+        if self._executor is not None:
+            with contextlib.suppress(DatabaseError):
+                await self.run(_close_connection)
+        if self._checker is not None:
+            with contextlib.suppress(DatabaseError):
+                await self.check(_close_connection)
+
     async def aclose(self) -> None:
         """End every subscription, stop the poll, and close the worker's database connection."""
         for subs in list(self._subscriptions.values()):
@@ -439,18 +471,22 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self._close_connections()
         if self._executor is not None:
-            with contextlib.suppress(DatabaseError):
-                await self.run(connection.close)
             self._executor.shutdown(wait=False)
             self._executor = None
+        if self._checker is not None:
+            self._checker.shutdown(wait=False)
+            self._checker = None
 
-    # The worker thread.
+    # The worker threads.
 
-    def _call(self, func: Callable[..., T], args: Any, kwargs: Any) -> T:
+    def _call(self, func: Callable[..., T], args: Any, kwargs: Any, checker: bool = False) -> T:
         def count(execute: Callable[..., Any], sql: str, *params: Any) -> Any:
             if sql == DATA_VERSION:
                 self.stats.change_checks += 1
+            elif checker:
+                self.stats.session_queries += 1
             else:
                 self.stats.queries += 1
             return execute(sql, *params)
@@ -479,20 +515,21 @@ class Hub:
     # The poll.
 
     async def _poll(self) -> None:
-        next_session_check = time.monotonic() + conf.session_check_interval()
         failing = False
         while True:
-            watcher = asyncio.get_running_loop().create_task(self._watch_for_changes())
+            loop = asyncio.get_running_loop()
+            helpers = [
+                loop.create_task(self._watch_for_changes()),
+                # Apart from the claims, in the second thread: a long check of thousands of
+                # sessions must not hold up delivery.
+                loop.create_task(self._check_sessions_regularly()),
+            ]
             try:
                 while self._subscriptions or self._to_release:
                     again = False
                     started = time.monotonic()
                     try:
                         again = await self._tick()
-                        if self._subscriptions and time.monotonic() >= next_session_check:
-                            next_session_check = time.monotonic() + conf.session_check_interval()
-                            await self._check_sessions()
-                            _keep_long_lived_out_of_gc()
                     except Exception:
                         self.stats.errors += 1
                         if not failing:
@@ -511,14 +548,34 @@ class Hub:
                         await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
                     self._wake.clear()
             finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            # Idle: hand the connection back until the next stream opens.
-            with contextlib.suppress(DatabaseError):
-                await self.run(connection.close)
+                for helper in helpers:
+                    helper.cancel()
+                for helper in helpers:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
+            # Idle: hand the connections back until the next stream opens.
+            await self._close_connections()
             if not self._subscriptions and not self._to_release:
                 return
+
+    async def _check_sessions_regularly(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(conf.session_check_interval())
+            if not self._subscriptions:
+                continue
+            try:
+                await self._check_sessions()
+                _keep_long_lived_out_of_gc()
+            except Exception:
+                self.stats.errors += 1
+                if not failing:
+                    logger.exception("Session check failed; retrying every interval")
+                failing = True
+            else:
+                if failing:
+                    logger.warning("Session check recovered")
+                failing = False
 
     async def _watch_for_changes(self) -> None:
         """Wake the poll when another process commits notifications (the poll still runs)."""
@@ -635,7 +692,7 @@ class Hub:
     async def _check_sessions(self) -> None:
         self._sweep_unstarted()
         checked = [s for subs in self._subscriptions.values() for s in subs]
-        valid = await self.run(
+        valid = await self.check(
             session_users, {s.session_key for s in checked}, cache=self._session_cache
         )
         # Only what was checked: a stream that opened meanwhile was authenticated just now.
