@@ -553,33 +553,3 @@ def test_long_lived_objects_are_frozen_then_thawed_and_collected(
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
-
-
-async def test_a_slow_session_check_does_not_hold_up_delivery(
-    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
-
-    from notifications import hub as hub_module
-
-    real = hub_module.session_users
-    checking, resume = threading.Event(), threading.Event()
-
-    def slow_session_users(keys: object, **kwargs: object) -> object:
-        if kwargs.get("cache") is not None:  # the periodic check, not an authentication
-            checking.set()
-            resume.wait(10)
-        return real(keys, **kwargs)  # type: ignore[arg-type]
-
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
-    await next_chunk(stream)
-    monkeypatch.setattr(hub_module, "session_users", slow_session_users)
-    try:
-        await wait_until(checking.is_set, what="a session check to start")
-
-        n = await Notification.objects.acreate(user=alice, text="while the check runs")
-
-        assert ids_in(await next_chunk(stream, timeout=5)) == [n.pk]
-    finally:
-        resume.set()
-        await stream.aclose()
