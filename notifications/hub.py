@@ -165,6 +165,26 @@ def _data_version() -> int:
     return int(row[0])
 
 
+class _Outage:
+    """Log the first failure of a recurring job with its traceback, and its recovery; not
+    every retry in between."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.failing = False
+
+    def failed(self) -> None:
+        """Call from an `except` block."""
+        if not self.failing:
+            logger.exception("%s failed; retrying every interval", self.job)
+        self.failing = True
+
+    def recovered(self) -> None:
+        if self.failing:
+            logger.warning("%s recovered", self.job)
+        self.failing = False
+
+
 class StreamRefused(Exception):
     """A new stream would exceed the per-user or the per-process cap."""
 
@@ -428,10 +448,7 @@ class Hub:
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a database function in the hub's worker thread."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifications")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self._call(func, args, kwargs))
+        return await self._in_worker(lambda: self._call(func, args, kwargs))
 
     async def check(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a session check or authentication in the hub's worker thread.
@@ -441,12 +458,12 @@ class Hub:
         delivery slower (PostgreSQL, admin form, p99 21.8 ms with one thread, 192-277 ms with
         two). Counted apart from the poll's queries.
         """
+        return await self._in_worker(lambda: self._call(func, args, kwargs, checker=True))
+
+    async def _in_worker(self, call: Callable[[], T]) -> T:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifications")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self._call(func, args, kwargs, checker=True)
-        )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _close_connections(self) -> None:
         # Queued behind whatever the thread still runs, so nothing reopens it after.
@@ -510,7 +527,7 @@ class Hub:
     # The poll.
 
     async def _poll(self) -> None:
-        failing = False
+        outage = _Outage("Notification poll")
         while True:
             loop = asyncio.get_running_loop()
             helpers = [
@@ -526,13 +543,9 @@ class Hub:
                         again = await self._tick()
                     except Exception:
                         self.stats.errors += 1
-                        if not failing:
-                            logger.exception("Notification poll failed; retrying every interval")
-                        failing = True
+                        outage.failed()
                     else:
-                        if failing:
-                            logger.warning("Notification poll recovered")
-                        failing = False
+                        outage.recovered()
                     if not again:
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(conf.poll_interval()):
@@ -553,7 +566,7 @@ class Hub:
                 return
 
     async def _check_sessions_regularly(self) -> None:
-        failing = False
+        outage = _Outage("Session check")
         while True:
             await asyncio.sleep(conf.session_check_interval())
             if not self._subscriptions:
@@ -563,13 +576,9 @@ class Hub:
                 _keep_long_lived_out_of_gc()
             except Exception:
                 self.stats.errors += 1
-                if not failing:
-                    logger.exception("Session check failed; retrying every interval")
-                failing = True
+                outage.failed()
             else:
-                if failing:
-                    logger.warning("Session check recovered")
-                failing = False
+                outage.recovered()
 
     async def _watch_for_changes(self) -> None:
         """Wake the poll when another process commits notifications (the poll still runs)."""
