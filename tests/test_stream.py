@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
@@ -408,13 +409,21 @@ def slow_poll(fast_poll: None, settings: Any) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 3600
 
 
+async def stream_after_first_poll(
+    hub: Hub, user: AbstractUser, session: str
+) -> AsyncGenerator[str, None]:
+    """Open a stream and wait for the poll its subscription starts; the next is an hour off."""
+    stream = notification_stream(hub, hub.subscribe(user.pk, session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    return stream
+
+
 @pytest.mark.usefixtures("slow_poll")
 async def test_a_save_in_this_process_wakes_the_poll(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
-    await next_chunk(stream)
-    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    stream = await stream_after_first_poll(hub, alice, alice_session)
 
     n = await Notification.objects.acreate(user=alice, text="woken")
 
@@ -428,9 +437,7 @@ async def test_a_bulk_insert_wakes_the_poll_through_notifications_created(
 ) -> None:
     from notifications.hub import notifications_created
 
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
-    await next_chunk(stream)
-    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    stream = await stream_after_first_poll(hub, alice, alice_session)
 
     rows = await Notification.objects.abulk_create(
         [Notification(user=alice, text=f"bulk {i}") for i in range(3)]
@@ -451,9 +458,7 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
     """PostgreSQL: the insert trigger's NOTIFY; SQLite: the change in PRAGMA data_version."""
     from django.db import connection, connections
 
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
-    await next_chunk(stream)
-    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    stream = await stream_after_first_poll(hub, alice, alice_session)
     # The watcher is up, and its own first wake-up is behind us.
     if connection.vendor == "postgresql":
         await wait_until(lambda: hub.listening, what="the LISTEN connection")
