@@ -99,6 +99,12 @@ async def wait_live(page: Any, timeout: float = 10) -> None:
     await page.wait_for_selector("#connection[data-state=live]", timeout=timeout * MS)
 
 
+async def shown_in(pages: list[Any], notification: Notification) -> None:
+    """Wait, up to 5 s, until every page lists the notification."""
+    for page in pages:
+        await page.locator(f"li[data-id='{notification.pk}']").wait_for(timeout=5 * MS)
+
+
 async def items(page: Any, pk: int) -> int:
     count: int = await page.locator(f"#notifications li[data-id='{pk}']").count()
     return count
@@ -260,8 +266,7 @@ async def test_eight_tabs_share_one_stream_and_survive_their_leader(
 
     before = bytes_sent_by_port(daphne_server.port)
     first = await Notification.objects.acreate(user=dave, text="to every tab")
-    for page in pages:
-        await page.locator(f"li[data-id='{first.pk}']").wait_for(timeout=5 * MS)
+    await shown_in(pages, first)
     # Every tab shows it once; the server sent it down one connection: one stream.
     assert [await items(page, first.pk) for page in pages] == [1] * 8
     assert len(streams_that_sent(before, bytes_sent_by_port(daphne_server.port))) == 1
@@ -271,16 +276,14 @@ async def test_eight_tabs_share_one_stream_and_survive_their_leader(
     rest = [page for page in pages if page is not leaders[0]]
     # Created during the handover: the new leader resumes from the newest id it has seen.
     during = await Notification.objects.acreate(user=dave, text="while the leader left")
-    for page in rest:
-        await page.locator(f"li[data-id='{during.pk}']").wait_for(timeout=5 * MS)
+    await shown_in(rest, during)
     handover = time.monotonic() - closed_at
     new_leaders = await leader_of(rest)
     assert len(new_leaders) == 1
 
     before = bytes_sent_by_port(daphne_server.port)
     after_handover = await Notification.objects.acreate(user=dave, text="after the handover")
-    for page in rest:
-        await page.locator(f"li[data-id='{after_handover.pk}']").wait_for(timeout=5 * MS)
+    await shown_in(rest, after_handover)
     for n in (first, during, after_handover):
         assert [await items(page, n.pk) for page in rest] == [1] * 7
     assert len(streams_that_sent(before, bytes_sent_by_port(daphne_server.port))) == 1
@@ -303,8 +306,7 @@ async def test_without_web_locks_every_tab_streams_for_itself(
 
     before = bytes_sent_by_port(daphne_server.port)
     n = await Notification.objects.acreate(user=dave, text="to each stream")
-    for page in pages:
-        await page.locator(f"li[data-id='{n.pk}']").wait_for(timeout=5 * MS)
+    await shown_in(pages, n)
     assert [await items(page, n.pk) for page in pages] == [1, 1]
     assert len(streams_that_sent(before, bytes_sent_by_port(daphne_server.port))) == 2
 
@@ -460,8 +462,7 @@ async def test_unread_count_and_one_desktop_notification_while_no_tab_is_visible
     await pages[0].wait_for_function("document.title === 'Notifications'", timeout=5 * MS)
     assert await pages[1].title() == "(2) Notifications"
     seen = await Notification.objects.acreate(user=dave, text="one tab is visible")
-    for page in pages:
-        await page.locator(f"li[data-id='{seen.pk}']").wait_for(timeout=5 * MS)
+    await shown_in(pages, seen)
     assert await pages[1].title() == "(3) Notifications"
     # A tab is visible: no desktop notification for this one.
     shown = [await page.evaluate("window.__desktop") for page in pages]
