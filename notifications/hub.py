@@ -32,7 +32,7 @@ from django.db import DatabaseError, connection, transaction
 
 from . import conf, services
 from .models import Notification
-from .sessions import SessionCache, session_users
+from .sessions import DATA_VERSION, SessionCache, session_users
 
 logger = logging.getLogger(__name__)
 
@@ -119,9 +119,6 @@ def process_stats() -> dict[str, Any]:
         "last_tick": max(ticks) if ticks else None,
         "polling": any(h.polling for h in hubs),
     }
-
-
-DATA_VERSION = "PRAGMA data_version"
 
 
 def _close_connection() -> None:

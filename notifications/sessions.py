@@ -31,6 +31,9 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+# SQLite's change counter; the hub reads it too, and counts it apart from queries.
+DATA_VERSION = "PRAGMA data_version"
+
 
 class SessionCache:
     """What the last check decoded and derived, so the next one only redoes what changed.
@@ -92,7 +95,7 @@ def _database_token() -> Any:
             return None
     if connection.vendor == "sqlite":
         # Changes when another connection commits; this connection writes no session.
-        sql = "PRAGMA data_version"
+        sql = DATA_VERSION
     elif connection.vendor == "postgresql":
         # Moves with every write to the cluster's write-ahead log.
         sql = "SELECT pg_current_wal_lsn()"
