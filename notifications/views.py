@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError
 from django.http import (
@@ -15,7 +16,7 @@ from django.http import (
     HttpResponseForbidden,
     StreamingHttpResponse,
 )
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
@@ -48,8 +49,18 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "notifications/page.html",
-        {"notifications": notifications, "stream_url": stream_url},
+        {
+            "notifications": notifications,
+            "stream_url": stream_url,
+            # Where "Signed out" links to: the host's LOGIN_URL, back to this page after.
+            "login_url": login_url(request.get_full_path()),
+        },
     )
+
+
+def login_url(next_path: str) -> str:
+    """Return the site's login URL (settings.LOGIN_URL) with `next` set to `next_path`."""
+    return f"{resolve_url(settings.LOGIN_URL)}?{urlencode({REDIRECT_FIELD_NAME: next_path})}"
 
 
 def parse_last_event_id(request: HttpRequest) -> int | None:
