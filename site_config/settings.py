@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "servestatic",
     "django.contrib.staticfiles",
     "notifications",
+    # This site's own pieces: the ensure_admin command, the user admin with "Send notification…".
+    "site_config",
 ]
 
 MIDDLEWARE = [
