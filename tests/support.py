@@ -181,3 +181,13 @@ class StreamReader:
 
     async def next(self, timeout: float = 10) -> ServerSentEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
+
+
+def ids_in(chunk: str) -> list[int]:
+    """Return the event ids in a chunk of a stream."""
+    return [int(line[4:]) for line in chunk.split("\n") if line.startswith("id: ")]
+
+
+async def next_chunk(stream: object, timeout: float = 10) -> str:
+    """Return the next chunk a stream generator yields, failing after `timeout` seconds."""
+    return await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]

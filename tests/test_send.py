@@ -124,7 +124,7 @@ def test_send_bulk_wakes_the_streams_once_after_commit(
     django_capture_on_commit_callbacks: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     woken = []
-    monkeypatch.setattr("notifications.hub.wake_local_hubs", lambda: woken.append(1))
+    monkeypatch.setattr("notifications.hub.registry.wake_local_hubs", lambda: woken.append(1))
     users = make_users(4500)
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
