@@ -15,7 +15,7 @@ from .models import Notification
 from .validation import validate_text as validate_text
 
 # Rows per INSERT of a bulk send. All batches of a send share one transaction (nothing
-# half-written); 50,000 rows take well under SQLite's 20 s busy timeout (see the README).
+# half-written), which must stay well under SQLite's busy timeout (figures in the README).
 SEND_BATCH_SIZE = 2000
 
 

@@ -48,10 +48,9 @@ class Worker:
     ) -> T:
         """Run a session check or an authentication; its queries count as session queries.
 
-        The same thread as the claims, queued with them: measured at 10,000 streams, a second
-        thread for checks competed with the event loop and the claims for the GIL and made
-        delivery slower (PostgreSQL, admin form, p99 21.8 ms with one thread, 192-277 ms with
-        two).
+        The same thread as the claims, queued with them: with thousands of streams, a second
+        thread for checks competes with the event loop and the claims for the GIL and makes
+        delivery slower.
         """
         return await self._in_thread(lambda: self._call(func, args, kwargs, sessions=True))
 
