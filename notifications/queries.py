@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from django.db import connection, transaction
+from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -21,8 +21,17 @@ from .models import Notification
 CHUNK_SIZE = 500
 
 
-def _table() -> str:
-    return connection.ops.quote_name(Notification._meta.db_table)
+def database_alias() -> str:
+    """Return the database that holds notifications: the router's choice for writing them.
+
+    Every query here reads it too, and so do the hub's worker and change watchers: a claim
+    reads and writes the same rows, and a replica may lag behind.
+    """
+    return router.db_for_write(Notification)
+
+
+def _table(alias: str) -> str:
+    return connections[alias].ops.quote_name(Notification._meta.db_table)
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -39,7 +48,8 @@ def pending_query(since: datetime) -> QuerySet[Notification, tuple[int, int]]:
     instead and read every connected user's whole history each second.
     """
     return (
-        Notification.objects.filter(dispatched=False, created__gte=since)
+        Notification.objects.using(database_alias())
+        .filter(dispatched=False, created__gte=since)
         .order_by("created")
         .values_list("id", "user_id")
     )
@@ -64,16 +74,17 @@ def claim(ids: Sequence[int]) -> list[Notification]:
     """
     claimed: list[Notification] = []
     now = timezone.now()
+    alias = database_alias()
     # All chunks or none: a row claimed by a chunk whose result is lost would never be sent.
-    with transaction.atomic():
+    with transaction.atomic(using=alias):
         for chunk in _chunks(sorted(set(ids))):
             placeholders = ", ".join(["%s"] * len(chunk))
             sql = (
-                f"UPDATE {_table()} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
+                f"UPDATE {_table(alias)} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
                 f"WHERE id IN ({placeholders}) AND dispatched = %s "
                 "RETURNING id, user_id, text, created, dispatched, dispatched_at"
             )
-            claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False]))
+            claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False], using=alias))
     claimed.sort(key=lambda n: n.pk)
     return claimed
 
@@ -81,10 +92,13 @@ def claim(ids: Sequence[int]) -> list[Notification]:
 def release(ids: Sequence[int]) -> int:
     """Mark claimed notifications that reached no stream undispatched again; return how many."""
     released = 0
-    with transaction.atomic():
+    alias = database_alias()
+    with transaction.atomic(using=alias):
         for chunk in _chunks(sorted(set(ids))):
-            released += Notification.objects.filter(pk__in=chunk, dispatched=True).update(
-                dispatched=False, dispatched_at=None
+            released += (
+                Notification.objects.using(alias)
+                .filter(pk__in=chunk, dispatched=True)
+                .update(dispatched=False, dispatched_at=None)
             )
     return released
 
@@ -103,7 +117,9 @@ def replay(user_id: int, after_id: int, limit: int) -> Shown:
     caller sends them to this stream and hands the claimed ones to the user's other streams.
     """
     rows = list(
-        Notification.objects.filter(user_id=user_id, pk__gt=after_id).order_by("-pk")[:limit]
+        Notification.objects.using(database_alias())
+        .filter(user_id=user_id, pk__gt=after_id)
+        .order_by("-pk")[:limit]
     )
     rows.reverse()
     return Shown(rows, _claim_shown(rows))
@@ -115,7 +131,9 @@ def history(user_id: int, limit: int) -> Shown:
     What a page shows has been seen; the caller hands the claimed ones to the user's open
     streams, which would otherwise never get them.
     """
-    rows = list(Notification.objects.filter(user_id=user_id).order_by("-pk")[:limit])
+    rows = list(
+        Notification.objects.using(database_alias()).filter(user_id=user_id).order_by("-pk")[:limit]
+    )
     return Shown(rows, _claim_shown(rows))
 
 

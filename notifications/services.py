@@ -8,6 +8,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import QuerySet
 
+from . import queries
 from .hub import notifications_created
 from .models import Notification
 
@@ -72,8 +73,9 @@ def _insert(user_ids: Sequence[int], texts: Sequence[str]) -> list[Notification]
         Notification(user_id=user_id, text=texts[0] if single else texts[i])
         for i, user_id in enumerate(user_ids)
     ]
-    with transaction.atomic():
-        created = Notification.objects.bulk_create(rows, batch_size=SEND_BATCH_SIZE)
+    alias = queries.database_alias()
+    with transaction.atomic(using=alias):
+        created = Notification.objects.using(alias).bulk_create(rows, batch_size=SEND_BATCH_SIZE)
         # bulk_create sends no post_save: wake the streams once, when the whole send commits.
-        notifications_created()
+        notifications_created(using=alias)
     return created

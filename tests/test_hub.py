@@ -18,7 +18,7 @@ from notifications.hub import Hub, StreamRefused
 from notifications.models import Notification
 from notifications.stream import notification_stream
 
-from .support import ids_in, next_chunk, wait_until
+from .support import MIRROR, ids_in, next_chunk, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
@@ -163,6 +163,30 @@ async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(
     second = await Notification.objects.acreate(user=alice, text="after")
 
     assert ids_in(await next_chunk(stream)) == [second.pk]
+    await stream.aclose()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", MIRROR])
+async def test_the_hub_uses_the_databases_the_router_picks(
+    mirror_database: str, hub: Hub, alice: AbstractUser, alice_session: str, settings: Any
+) -> None:
+    settings.DATABASE_ROUTERS = ["tests.support.EverythingToMirror"]
+    assert await hub.authenticate(alice_session) == alice.pk
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    n = await Notification.objects.acreate(user=alice, text="routed")
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+
+    def opened() -> tuple[bool, bool]:
+        from django.db import connections
+
+        return connections[mirror_database].connection is not None, hasattr(
+            connections._connections, "default"
+        ) and connections["default"].connection is not None
+
+    executor = hub._worker._executor
+    assert executor is not None
+    assert await asyncio.get_running_loop().run_in_executor(executor, opened) == (True, False)
     await stream.aclose()
 
 

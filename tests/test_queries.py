@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractUser
@@ -12,6 +13,7 @@ from notifications import queries
 from notifications.models import Notification
 
 from .conftest import make_user
+from .support import MIRROR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -189,3 +191,29 @@ def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
         thread.join(timeout=60)
 
     assert len(claimed) == len(set(claimed)) == 600
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", MIRROR])
+def test_queries_use_the_database_the_router_picks_for_notifications(
+    mirror_database: str, alice: AbstractUser, settings: Any
+) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    settings.DATABASE_ROUTERS = ["tests.support.NotificationsToMirror"]
+
+    with (
+        CaptureQueriesContext(connections["default"]) as on_default,
+        CaptureQueriesContext(connections[mirror_database]) as on_mirror,
+    ):
+        claimed = queries.claim_pending([alice.pk], window=60, limit=1)
+        assert queries.release([n.pk for n in claimed]) == 1
+        shown, _ = queries.history(alice.pk, limit=2)
+        replayed, _ = queries.replay(alice.pk, after_id=0, limit=10)
+
+    assert [n.pk for n in claimed] == [rows[0].pk]
+    assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
+    assert [n.pk for n in replayed] == [n.pk for n in rows]
+    assert on_default.captured_queries == []
+    assert any("UPDATE" in q["sql"] for q in on_mirror.captured_queries)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connections
 
-from .. import conf
+from .. import conf, queries
 from ..sessions import DATA_VERSION
 from . import worker
 from .worker import Worker
@@ -28,7 +29,7 @@ LISTEN_CHECK_INTERVAL = 60.0
 
 
 def _data_version() -> int:
-    with connection.cursor() as cursor:
+    with connections[queries.database_alias()].cursor() as cursor:
         cursor.execute(DATA_VERSION)
         row = cursor.fetchone()
     return int(row[0])
@@ -44,20 +45,20 @@ class ChangeWatcher:
         self.listening = False
 
     async def run(self) -> None:
-        """Watch until cancelled (the poll still runs)."""
+        """Watch the database that holds notifications until cancelled (the poll still runs)."""
+        connection = connections[queries.database_alias()]
         try:
             if connection.vendor == "postgresql":
-                await self._listen_postgresql()
+                await self._listen_postgresql(connection.get_connection_params())
             elif connection.vendor == "sqlite":
                 await self._watch_sqlite()
         except Exception:
             # The poll alone still delivers, within its interval.
             logger.exception("Watching for new notifications failed")
 
-    async def _listen_postgresql(self) -> None:
+    async def _listen_postgresql(self, params: dict[str, Any]) -> None:
         import psycopg
 
-        params = connection.get_connection_params()
         for django_only in ("context", "cursor_factory", "prepare_threshold"):
             params.pop(django_only, None)
         params.setdefault("connect_timeout", worker.DATABASE_TIMEOUT)

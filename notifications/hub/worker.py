@@ -1,8 +1,9 @@
 """The hub's one worker thread: every database call of the hub runs there, one at a time.
 
-A process therefore holds one database connection for its streams however many are open, and
-no stream touches the database in its own request thread. The worker counts the queries it
-runs, by kind, into the hub's stats.
+A process therefore holds one database connection for its streams however many are open (one
+per database, when the router puts sessions or users apart from notifications), and no stream
+touches the database in its own request thread. The worker counts the queries it runs, by
+kind, into the hub's stats.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
+from .. import queries, sessions
 from ..sessions import DATA_VERSION
 from .stats import HubStats
 
@@ -26,10 +29,15 @@ T = TypeVar("T")
 DATABASE_TIMEOUT = 10
 
 
-def _close_connection() -> None:
-    # Looked up in the thread that runs it: `connection.close` evaluated by the caller would
-    # be the calling thread's connection, which Django refuses to close from another thread.
-    connection.close()
+def _close_connections() -> None:
+    # Run in the worker thread: Django's connections are per thread, and Django refuses to
+    # close one from another thread. Only the worker's own connections are open here.
+    connections.close_all()
+
+
+def _aliases() -> list[str]:
+    """Return the databases the worker uses: the notifications', then the session checks'."""
+    return list(dict.fromkeys([queries.database_alias(), *sessions.database_aliases()]))
 
 
 class Worker:
@@ -55,11 +63,11 @@ class Worker:
         return await self._in_thread(lambda: self._call(func, args, kwargs, sessions=True))
 
     async def close_connection(self) -> None:
-        """Close the thread's database connection; the next call opens a new one."""
+        """Close the thread's database connections; the next call opens new ones."""
         # Queued behind whatever the thread still runs, so nothing reopens it after.
         if self._executor is not None:
             with contextlib.suppress(DatabaseError):
-                await self.run(_close_connection)
+                await self.run(_close_connections)
 
     async def aclose(self) -> None:
         """Close the connection and stop the thread."""
@@ -84,18 +92,21 @@ class Worker:
             return execute(sql, *params)
 
         try:
-            if connection.connection is None:
-                _connect()
-            with connection.execute_wrapper(count):
+            with contextlib.ExitStack() as wrappers:
+                for alias in _aliases():
+                    connection = connections[alias]
+                    if connection.connection is None:
+                        _connect(connection)
+                    wrappers.enter_context(connection.execute_wrapper(count))
                 return func(*args, **kwargs)
         except DatabaseError:
-            # The next call opens a new connection rather than reusing a broken one.
+            # The next call opens new connections rather than reusing a broken one.
             with contextlib.suppress(DatabaseError):
-                connection.close()
+                _close_connections()
             raise
 
 
-def _connect() -> None:
+def _connect(connection: BaseDatabaseWrapper) -> None:
     connection.ensure_connection()
     if connection.vendor == "postgresql":
         # A lock held elsewhere (a migration, a long transaction) must not stall every
