@@ -482,3 +482,16 @@ def test_long_lived_objects_are_frozen_then_thawed_and_collected(
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
+
+
+def test_gc_freezing_is_off_unless_the_site_turns_it_on(settings: Any) -> None:
+    import gc
+
+    from notifications import conf
+    from notifications.hub import gcfreeze
+
+    del settings.NOTIFICATIONS_GC_FREEZE
+    assert conf.gc_freeze() is False
+    gc.unfreeze()
+    gcfreeze.keep_long_lived_out_of_gc()
+    assert gc.get_freeze_count() == 0
