@@ -56,6 +56,17 @@ def _ints(value: str) -> list[int]:
     return [int(v.replace("_", "")) for v in value.split(",") if v]
 
 
+def _pair(value: str) -> tuple[float, float]:
+    low, _, high = value.partition(",")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, not {value!r}") from None
+    if pair[0] > pair[1] or pair[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX, not {value!r}")
+    return pair
+
+
 def _designs(value: str) -> list[str]:
     designs = [v for v in value.split(",") if v]
     unknown = set(designs) - {"ours", "naive"}
@@ -86,7 +97,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sending = commands.add_parser(
         "sending", help="send_bulk, manage.py notify and purge_notifications, timed"
     )
-    for sub in (run, churn, sending):
+    fault_run = commands.add_parser(
+        "faults", help="devices on 3 processes; one killed and restarted, connections cut"
+    )
+    for sub in (run, churn, sending, fault_run):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -133,7 +147,58 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sending.add_argument("--recipients", type=int, default=50_000)
     sending.add_argument("--runs", type=int, default=3)
 
-    if not argv or argv[0] not in ("run", "churn", "sending", "-h", "--help"):
+    fault_run.add_argument("--processes", type=int, default=3)
+    fault_run.add_argument("--users", type=int, default=500)
+    fault_run.add_argument(
+        "--clients-per-user",
+        type=lambda v: tuple(int(x) for x in _pair(v)),
+        default=(2, 3),
+        help="clients (devices) per user, each on another process: min,max (default 2,3)",
+    )
+    fault_run.add_argument("--notifications", type=int, default=10_000)
+    fault_run.add_argument("--duration", type=float, default=60.0)
+    fault_run.add_argument(
+        "--stay", type=_pair, default=(1.0, 8.0), help="seconds a client stays: min,max"
+    )
+    fault_run.add_argument(
+        "--pause", type=float, default=1.0, help="most seconds a client stays away"
+    )
+    fault_run.add_argument(
+        "--retry",
+        type=_pair,
+        default=(0.05, 0.5),
+        help="seconds before trying again when a stream ended or did not open: min,max",
+    )
+    fault_run.add_argument(
+        "--quiet", type=float, default=4.0, help="settle: seconds without events"
+    )
+    fault_run.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        help="rows created this close to a stream's end may still be on their way (default 2)",
+    )
+    fault_run.add_argument("--no-kill", dest="kill", action="store_false")
+    fault_run.add_argument(
+        "--kill-at", type=float, default=0.3, help="SIGKILL server 0 at this share of --duration"
+    )
+    fault_run.add_argument("--down", type=float, default=2.0, help="seconds before the restart")
+    fault_run.add_argument("--no-cut", dest="cut", action="store_false")
+    fault_run.add_argument(
+        "--cut-at",
+        type=float,
+        default=0.6,
+        help="pg_terminate_backend the servers' connections at this share of --duration",
+    )
+    fault_run.add_argument(
+        "--backlog",
+        type=int,
+        default=4096,
+        help="the servers' listen queue (0: daphne's default, 50; the kernel caps it at "
+        "net.core.somaxconn)",
+    )
+
+    if not argv or argv[0] not in ("run", "churn", "sending", "faults", "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
 
@@ -175,6 +240,37 @@ def main(argv: list[str]) -> int:
                 print(json.dumps(outcome["median_seconds"], indent=2))
                 document = {"machine": info, **outcome}
                 ok = True
+            elif args.command == "faults":
+                from .faults import Options as FaultOptions
+                from .faults import faults
+
+                outcome = faults(
+                    database,
+                    FaultOptions(
+                        processes=args.processes,
+                        users=args.users,
+                        clients_per_user=args.clients_per_user,
+                        notifications=args.notifications,
+                        duration=args.duration,
+                        stay=args.stay,
+                        pause=args.pause,
+                        retry=args.retry,
+                        quiet=args.quiet,
+                        grace=args.grace,
+                        kill=args.kill,
+                        kill_at=args.kill_at,
+                        down=args.down,
+                        cut=args.cut,
+                        cut_at=args.cut_at,
+                        backlog=args.backlog,
+                        seed=args.seed,
+                    ),
+                    logs,
+                )
+                summary = {k: v for k, v in outcome["verdict"].items() if k != "failed_examples"}
+                print(json.dumps(summary, indent=2))
+                document = {"machine": info, **outcome}
+                ok = outcome["verdict"]["ok"]
             elif args.command == "churn":
                 from .churn import Options as ChurnOptions
                 from .churn import churn

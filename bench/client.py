@@ -23,11 +23,15 @@ OPEN_TIMEOUT = 30.0
 
 
 class StreamError(Exception):
-    """The stream did not open: a non-200 answer (status) or no answer (status 0)."""
+    """The stream did not open: a non-200 answer (status) or no answer (status 0).
 
-    def __init__(self, status: int, reason: str) -> None:
+    `kind`, for no answer: the name of the error met (ConnectionRefusedError, ...).
+    """
+
+    def __init__(self, status: int, reason: str, kind: str = "") -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
+        self.kind = kind
 
 
 @dataclass
@@ -113,7 +117,7 @@ async def open_stream(
         try:
             reader, writer = await _connect(port, receive_buffer)
         except OSError as exc:
-            raise StreamError(0, f"connect: {exc}") from exc
+            raise StreamError(0, f"connect: {exc}", type(exc).__name__) from exc
         try:
             head = [
                 f"GET {path} HTTP/1.1",
@@ -143,7 +147,7 @@ async def open_stream(
             return stream
         except (OSError, EOFError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
             writer.transport.abort()
-            raise StreamError(0, f"{type(exc).__name__}: {exc}") from exc
+            raise StreamError(0, f"{type(exc).__name__}: {exc}", type(exc).__name__) from exc
         except BaseException:
             writer.transport.abort()
             raise
@@ -422,15 +426,19 @@ def _worker_main(pipe: Connection) -> None:
 
 
 class ClientPool:
-    """Client processes, each with its share of the streams; stopped on exit, whatever happens."""
+    """Client processes, each with its share of the streams; stopped on exit, whatever happens.
 
-    def __init__(self, processes: int) -> None:
+    `target` runs in each: a module-level function that serves a Worker (or a subclass) on
+    the pipe it is given.
+    """
+
+    def __init__(self, processes: int, target: Callable[[Connection], None] = _worker_main) -> None:
         context = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
         for _ in range(processes):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker_main, args=(child,), daemon=True)
+            process = context.Process(target=target, args=(child,), daemon=True)
             process.start()
             child.close()
             self.pipes.append(parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,11 +34,43 @@ def server_env(database: Database, application_name: str, **extra: str) -> dict[
 
 @contextlib.contextmanager
 def serve(
-    database: Database, application_name: str, log: Path, **extra: str
+    database: Database,
+    application_name: str,
+    log: Path,
+    *,
+    port: int = 0,
+    backlog: int | None = None,
+    **extra: str,
 ) -> Iterator[DaphneServer]:
-    """Run one daphne process with the bench settings; stop it on exit, whatever happens."""
-    with start_daphne(server_env(database, application_name, **extra), log) as server:
+    """Run one daphne process with the bench settings; stop it on exit, whatever happens.
+
+    On `port` (a free one by default), listening with `backlog` (daphne's default without it).
+    """
+    env = server_env(database, application_name, **extra)
+    with start_daphne(env, log, port=port, backlog=backlog) as server:
         yield server
+
+
+def listen_backlog(port: int) -> int | None:
+    """Return the listen queue length of the socket listening on 127.0.0.1:`port` (ss -ltn).
+
+    For a listening socket, ss shows it as Send-Q. None if ss is missing or nothing listens.
+    """
+    try:
+        out = subprocess.run(
+            ["ss", "-ltnH", f"sport = :{port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3].endswith(f":{port}"):
+            return int(fields[2])
+    return None
 
 
 def cpu_seconds(pid: int) -> float:

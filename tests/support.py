@@ -82,25 +82,26 @@ class DaphneServer:
 
 @contextlib.contextmanager
 def start_daphne(
-    env: dict[str, str], log: Path, timeout: float = 30, port: int = 0
+    env: dict[str, str],
+    log: Path,
+    timeout: float = 30,
+    port: int = 0,
+    backlog: int | None = None,
 ) -> Iterator[DaphneServer]:
     """Run daphne on 127.0.0.1 (on a free port unless `port` is given); stop it on exit.
 
-    The log is appended to, so a server restarted on the same port can share it.
+    The log is appended to, so a server restarted on the same port can share it. `backlog`:
+    the listen queue's length (Twisted's default, 50, without it; the kernel caps it at
+    net.core.somaxconn).
     """
     offset = log.stat().st_size if log.exists() else 0
+    if backlog is None:
+        listen = ["-b", "127.0.0.1", "-p", str(port)]
+    else:
+        listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "site_config.asgi:application",
-            ],
+            [sys.executable, "-m", "daphne", *listen, "site_config.asgi:application"],
             cwd=PROJECT,
             env=env,
             stdout=out,
