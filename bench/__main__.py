@@ -100,7 +100,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     fault_run = commands.add_parser(
         "faults", help="devices on 3 processes; one killed and restarted, connections cut"
     )
-    for sub in (run, churn, sending, fault_run):
+    fanout = commands.add_parser(
+        "fanout", help="every user with a stream on each process: every stream gets every row"
+    )
+    burst = commands.add_parser(
+        "burst", help="a burst of rows for users not connected: the connected users' latency"
+    )
+    broadcast = commands.add_parser(
+        "broadcast", help="one INSERT of a row for every connected user: the last arrival"
+    )
+    scale_modes = (fanout, burst, broadcast)
+    for sub in (run, churn, sending, fault_run, *scale_modes):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -127,6 +137,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--slow-mb", type=int, default=10, help="MB sent to a client that does not read (first N)"
     )
     run.add_argument("--chart", type=Path, help="draw the chart (PNG) here")
+    run.add_argument(
+        "--until-p99",
+        type=float,
+        metavar="MS",
+        help="stepped run: stop after the first N where `ours` refuses streams or its p99 "
+        "(rows from another process) exceeds MS, and report the most streams held within it",
+    )
+    run.add_argument(
+        "--backlog",
+        type=int,
+        default=4096,
+        help="the server's listen queue (0: daphne's own, 50)",
+    )
 
     churn.add_argument("--processes", type=int, default=2)
     churn.add_argument("--users", type=int, default=200)
@@ -198,7 +221,34 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "net.core.somaxconn)",
     )
 
-    if not argv or argv[0] not in ("run", "churn", "sending", "faults", "-h", "--help"):
+    for sub, processes, users in ((fanout, 2, 5000), (burst, 1, 1000), (broadcast, 1, 10_000)):
+        sub.add_argument("--processes", type=int, default=processes)
+        sub.add_argument(
+            "--users",
+            type=int,
+            default=users,
+            help=f"connected users (default {users})"
+            + (", each with a stream on every process" if sub is fanout else ""),
+        )
+        sub.add_argument("--concurrency", type=int, default=50, help="streams opening at once")
+        sub.add_argument("--clients-per-process", type=int, default=2500)
+        sub.add_argument("--settle", type=float, default=3.0)
+        sub.add_argument("--deliver-timeout", type=float, default=15.0)
+        sub.add_argument(
+            "--backlog", type=int, default=4096, help="the servers' listen queue (0: daphne's)"
+        )
+    fanout.add_argument("--idle", type=float, default=16.0, help="idle window, s (default 16)")
+    fanout.add_argument("--rows", type=int, default=500, help="rows created, 20-50 ms apart")
+    burst.add_argument("--burst", type=int, default=100_000, help="rows in the burst")
+    burst.add_argument("--offline-users", type=int, default=1000)
+    burst.add_argument(
+        "--before", type=float, default=20.0, help="seconds of rows before the burst"
+    )
+    burst.add_argument("--after", type=float, default=30.0, help="seconds of rows after it")
+    broadcast.add_argument("--rounds", type=int, default=3)
+
+    modes = ("run", "churn", "sending", "faults", "fanout", "burst", "broadcast")
+    if not argv or argv[0] not in (*modes, "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
 
@@ -271,6 +321,39 @@ def main(argv: list[str]) -> int:
                 print(json.dumps(summary, indent=2))
                 document = {"machine": info, **outcome}
                 ok = outcome["verdict"]["ok"]
+            elif args.command in ("fanout", "burst", "broadcast"):
+                from . import scale
+
+                options = scale.Options(
+                    processes=args.processes,
+                    users=args.users,
+                    concurrency=args.concurrency,
+                    clients_per_process=args.clients_per_process,
+                    idle=getattr(args, "idle", 0.0),
+                    settle=args.settle,
+                    deliver_timeout=args.deliver_timeout,
+                    backlog=args.backlog,
+                    seed=args.seed,
+                )
+                if database.vendor != "postgresql":
+                    raise SystemExit(f"{args.command} runs on PostgreSQL: set DATABASE_URL")
+                if args.command == "fanout":
+                    outcome = scale.fanout(database, options, args.rows, logs)
+                elif args.command == "burst":
+                    outcome = scale.burst(
+                        database,
+                        options,
+                        args.burst,
+                        args.offline_users,
+                        args.before,
+                        args.after,
+                        logs,
+                    )
+                else:
+                    outcome = scale.broadcast(database, options, args.rounds, logs)
+                print(json.dumps(outcome["verdict"], indent=2))
+                document = {"machine": info, **outcome}
+                ok = outcome["verdict"]["ok"]
             elif args.command == "churn":
                 from .churn import Options as ChurnOptions
                 from .churn import churn
@@ -313,6 +396,8 @@ def main(argv: list[str]) -> int:
                         slow_mb=args.slow_mb,
                         seed=args.seed,
                         verbose=args.verbose,
+                        until_p99=args.until_p99,
+                        backlog=args.backlog,
                     ),
                     logs,
                 )
@@ -322,6 +407,11 @@ def main(argv: list[str]) -> int:
                 )
                 print(report.table(results))
                 document = {"machine": info, "results": results}
+                if args.until_p99 is not None:
+                    from .run import ceiling
+
+                    document["ceiling"] = ceiling(results, args.until_p99)
+                    print(f"\nceiling: {json.dumps(document['ceiling'])}")
                 if args.chart:
                     report.chart(
                         results,

@@ -37,6 +37,11 @@ class Options:
     slow_mb: int
     seed: int
     verbose: bool
+    # Stop stepping up once `ours` misses this p99 (ms, rows from another process) or refuses
+    # streams; None: run every N.
+    until_p99: float | None = None
+    # The server's listen queue; 0: daphne's own (Twisted's 50).
+    backlog: int = 4096
 
 
 def log(message: str) -> None:
@@ -304,7 +309,12 @@ def measure(
     log(f"{design}, {n} streams: starting the server and {workers} client process(es)")
     try:
         with (
-            servers.serve(database, app_name, tmp / f"daphne-{design}-{n}.log") as server,
+            servers.serve(
+                database,
+                app_name,
+                tmp / f"daphne-{design}-{n}.log",
+                backlog=opts.backlog or None,
+            ) as server,
             ClientPool(workers) as pool,
         ):
             pid = server.process.pid
@@ -450,4 +460,41 @@ def run(
                 )
                 continue
             results.append(measure(design, n, database, sessions, staff_key, opts, tmp))
+        if opts.until_p99 is not None and not holds(results[-len(opts.designs) :], opts.until_p99):
+            log(f"{n} streams miss p99 <= {opts.until_p99:g} ms or refuse streams: stopping here")
+            break
     return results
+
+
+def holds(results: list[dict[str, Any]], p99_ms: float) -> bool:
+    """Whether `ours` opened every stream and kept the p99 from another process within p99_ms."""
+    for row in results:
+        if row.get("design") != "ours" or "skipped" in row:
+            continue
+        p99 = (row.get("other_process") or {}).get("p99_ms")
+        other = row.get("other_process") or {}
+        if (
+            row.get("error")
+            or row.get("opened") != row["streams"]
+            or p99 is None
+            or p99 > p99_ms
+            or other.get("arrived") != other.get("sent")
+        ):
+            return False
+    return True
+
+
+def ceiling(results: list[dict[str, Any]], p99_ms: float) -> dict[str, Any]:
+    """The most streams `ours` held with every stream open and p99 within p99_ms, and the
+    first N that missed."""
+    held = [r["streams"] for r in results if r.get("design") == "ours" and holds([r], p99_ms)]
+    missed = [
+        r["streams"]
+        for r in results
+        if r.get("design") == "ours" and "skipped" not in r and not holds([r], p99_ms)
+    ]
+    return {
+        "p99_ms": p99_ms,
+        "most_streams_held": max(held, default=None),
+        "first_missed": min(missed, default=None),
+    }
