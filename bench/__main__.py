@@ -171,7 +171,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sending.add_argument("--runs", type=int, default=3)
 
     fault_run.add_argument("--processes", type=int, default=3)
-    fault_run.add_argument("--users", type=int, default=500)
+    fault_run.add_argument("--users", type=int, default=300)
     fault_run.add_argument(
         "--clients-per-user",
         type=lambda v: tuple(int(x) for x in _pair(v)),
@@ -181,7 +181,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     fault_run.add_argument("--notifications", type=int, default=10_000)
     fault_run.add_argument("--duration", type=float, default=60.0)
     fault_run.add_argument(
-        "--stay", type=_pair, default=(1.0, 8.0), help="seconds a client stays: min,max"
+        "--stay", type=_pair, default=(2.0, 10.0), help="seconds a client stays: min,max"
     )
     fault_run.add_argument(
         "--pause", type=float, default=1.0, help="most seconds a client stays away"
@@ -318,6 +318,9 @@ def main(argv: list[str]) -> int:
                     logs,
                 )
                 summary = {k: v for k, v in outcome["verdict"].items() if k != "failed_examples"}
+                summary["storm"] = {
+                    k: v for k, v in summary["storm"].items() if k != "failed_examples"
+                }
                 print(json.dumps(summary, indent=2))
                 document = {"machine": info, **outcome}
                 ok = outcome["verdict"]["ok"]
@@ -420,6 +423,7 @@ def main(argv: list[str]) -> int:
                         f"{info['date'][:10]} · commit {info['commit']}",
                     )
                 ok = True
+            document["machine"]["load_average_at_end"] = os.getloadavg()
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(document, indent=2) + "\n")

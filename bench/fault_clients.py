@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -66,8 +67,10 @@ class FaultWorker(Worker):
         port: int,
         until: Callable[[], bool],
         on_open: Callable[[], None] = lambda: None,
+        stay: float = math.inf,
     ) -> Attempt:
-        """Open one connection from the client's cursor and read until `until()` or its end.
+        """Open one connection from the client's cursor; read until `until()`, for `stay`
+        seconds from its opening, or until the server ends it.
 
         `on_open` is called once the stream is open.
         """
@@ -87,6 +90,7 @@ class FaultWorker(Worker):
             return attempt
         attempt.status = 200
         attempt.opened = time.time()
+        leave = time.monotonic() + stay
         on_open()
 
         async def read() -> None:
@@ -99,7 +103,7 @@ class FaultWorker(Worker):
         reader = asyncio.create_task(read())
         try:
             # A condition on the clock and on other clients, checked every 50 ms.
-            while not until() and not reader.done():  # noqa: ASYNC110
+            while not until() and time.monotonic() < leave and not reader.done():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         finally:
             attempt.ended_by = "server" if reader.done() else "client"
@@ -135,11 +139,11 @@ class FaultWorker(Worker):
 
         async def client_loop(client: Client) -> None:
             while time.monotonic() < end:
-                leave = min(end, time.monotonic() + rng.uniform(*stay))
                 attempt = await self._connect_once(
                     client,
                     ports[client.server],
-                    lambda leave=leave: time.monotonic() >= leave,  # type: ignore[misc]
+                    lambda: time.monotonic() >= end,
+                    stay=rng.uniform(*stay),
                 )
                 if attempt.ended_by == "client":
                     await asyncio.sleep(

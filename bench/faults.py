@@ -286,13 +286,14 @@ def judge(
         mine = by_user[user_id]
         after_cursor = [pk for pk in mine if pk > cursor]
         # Rows there before the stream opened come by replay, the newest `replay_limit` only
-        # (NOTIFICATIONS_REPLAY_LIMIT: the bench reads the servers' settings).
+        # (NOTIFICATIONS_REPLAY_LIMIT: the bench reads the servers' settings). A row is due
+        # once the stream was open and the row existed for `grace` seconds.
         before = [pk for pk in after_cursor if rows[pk][1] < opened]
         beyond_limit = set(before[: max(0, len(before) - replay_limit)])
         expected = {
             pk
             for pk in after_cursor
-            if rows[pk][1] <= closed - opts.grace and pk not in beyond_limit
+            if max(rows[pk][1], opened) <= closed - opts.grace and pk not in beyond_limit
         }
         counts = {
             "lost": len(expected - set(got)),
@@ -344,53 +345,63 @@ def judge(
 
 
 def storm(attempts: list[dict[str, Any]], done: list[Fault]) -> dict[str, Any]:
-    """Sort the attempts that got no answer: the kill's own, refused while down, and failures.
+    """Sort the connection attempts that got no answer.
 
-    Failures are every other attempt without an answer (reset, refused while listening, no
-    answer in time), on any server at any time; the storm is the killed process's first
-    STORM_WINDOW seconds back.
+    Expected: on the killed process, those cut by the kill (within KILL_MARGIN) and those
+    refused until it listened again. Failures: every other one. On the killed process after
+    the kill they are the reconnect storm's (refused once listening, reset, closed or not
+    answered in time); on the others, whatever they met at any time.
     """
     kill = next((f for f in done if f.kind == "kill"), None)
+    listening = kill.listening if kill is not None and kill.listening is not None else math.inf
     at_kill = while_down = 0
-    failures: Counter[str] = Counter()
     in_storm: Counter[str] = Counter()
+    elsewhere: Counter[str] = Counter()
+    examples: list[dict[str, Any]] = []
     storm_attempts = storm_opened = 0
     first_back: dict[int, float] = {}
     for attempt in attempts:
         on_killed = kill is not None and attempt["server"] == kill.server
-        ended = attempt["closed"] or attempt["requested"]
-        if on_killed and kill is not None and kill.listening is not None:
-            start = attempt["requested"]
-            if kill.listening <= start <= kill.listening + STORM_WINDOW:
-                storm_attempts += 1
-                if attempt["opened"] is not None:
-                    storm_opened += 1
-                    first_back.setdefault(attempt["client"], attempt["opened"])
-                    first_back[attempt["client"]] = min(
-                        first_back[attempt["client"]], attempt["opened"]
-                    )
+        after_kill = kill is not None and attempt["requested"] >= kill.at - KILL_MARGIN
+        if on_killed and after_kill and attempt["requested"] <= listening + STORM_WINDOW:
+            storm_attempts += 1
+            if attempt["opened"] is not None:
+                storm_opened += 1
+                client = attempt["client"]
+                first_back[client] = min(first_back.get(client, math.inf), attempt["opened"])
         if attempt["status"] != 0:
             continue
-        if on_killed and kill is not None:
-            listening = kill.listening if kill.listening is not None else math.inf
-            if kill.at <= ended <= kill.at + KILL_MARGIN:
+        ended = attempt["closed"] or attempt["requested"]
+        if on_killed and kill is not None and after_kill:
+            if ended <= kill.at + KILL_MARGIN:
                 at_kill += 1
                 continue
-            if (
-                attempt["error"] == "ConnectionRefusedError"
-                and kill.at <= ended <= listening + LISTEN_MARGIN
-            ):
+            if attempt["error"] == "ConnectionRefusedError" and ended <= listening + LISTEN_MARGIN:
                 while_down += 1
                 continue
-            if listening <= attempt["requested"] <= listening + STORM_WINDOW:
-                in_storm[attempt["error"]] += 1
-        failures[attempt["error"]] += 1
+            in_storm[attempt["error"]] += 1
+        else:
+            elsewhere[attempt["error"]] += 1
+        if len(examples) < 20:
+            examples.append(
+                {
+                    "server": attempt["server"],
+                    "error": attempt["error"],
+                    "after_kill_s": None if kill is None else round(ended - kill.at, 2),
+                    "after_listening_s": None
+                    if listening == math.inf
+                    else round(ended - listening, 2),
+                }
+            )
+    answered_5xx = Counter(str(a["status"]) for a in attempts if a["status"] >= 500)
     result: dict[str, Any] = {
-        "failed_connections": sum(failures.values()),
-        "failed_by_error": dict(failures),
-        "failed_in_storm_by_error": dict(in_storm),
-        "failed_at_the_kill": at_kill,
+        "failed_connections": sum(in_storm.values()) + sum(elsewhere.values()),
+        "failed_in_storm": dict(in_storm),
+        "failed_elsewhere": dict(elsewhere),
+        "failed_examples": examples,
+        "cut_by_the_kill": at_kill,
         "refused_while_down": while_down,
+        "answered_5xx": dict(answered_5xx),
     }
     if kill is not None and kill.listening is not None:
         back = sorted(first_back.values())
@@ -400,8 +411,8 @@ def storm(attempts: list[dict[str, Any]], done: list[Fault]) -> dict[str, Any]:
                 "storm_attempts": storm_attempts,
                 "storm_opened": storm_opened,
                 "clients_back": len(back),
-                "clients_back_in_first_second": sum(1 for t in back if t - kill.listening <= 1.0),
-                "all_back_after_seconds": round(back[-1] - kill.listening, 2) if back else None,
+                "clients_back_within_1_s": sum(1 for t in back if t - kill.listening <= 1.0),
+                "all_back_after_s": round(back[-1] - kill.listening, 2) if back else None,
             }
         )
     return result
