@@ -21,6 +21,10 @@ from typing import Any
 
 OPEN_TIMEOUT = 30.0
 
+# The name `Stream.events` gives a block with an id field and no data: it sets the client's
+# last event ID and dispatches no event (HTML Standard, "dispatch the event").
+ID_ONLY = "(id only)"
+
 
 class StreamError(Exception):
     """The stream did not open: a non-200 answer (status) or no answer (status 0).
@@ -60,8 +64,9 @@ class Stream:
     async def events(self) -> Any:
         """Yield (id or None, event name, arrival time, chunk) for each event.
 
-        Comments are skipped. `chunk` counts the body chunks after the opening one (one per
-        write of the server: a replay is all in chunk 1).
+        Comments are skipped; a block with an id and no data is named ID_ONLY. `chunk` counts
+        the body chunks after the opening one (one per write of the server: a replay is all
+        in chunk 1).
         """
         chunk = 0
         while True:
@@ -73,6 +78,7 @@ class Stream:
                 block, self.buffer = self.buffer.split(b"\n\n", 1)
                 event_id = None
                 name = None
+                has_data = False
                 for line in block.split(b"\n"):
                     if line.startswith(b"id:"):
                         event_id = int(line[3:].strip())
@@ -80,6 +86,10 @@ class Stream:
                         name = line[6:].strip().decode()
                     elif line.startswith(b"retry:"):
                         name = "retry"
+                    elif line.startswith(b"data:"):
+                        has_data = True
+                if event_id is not None and not has_data and name is None:
+                    name = ID_ONLY
                 if name is not None or event_id is not None:
                     yield event_id, name, arrived, chunk
 
@@ -208,8 +218,8 @@ class Worker:
 
     async def _read(self, held: Held, number: int = 0) -> None:
         try:
-            async for event_id, _name, arrived, chunk in held.stream.events():
-                if event_id is not None:
+            async for event_id, name, arrived, chunk in held.stream.events():
+                if event_id is not None and name != ID_ONLY:
                     self.events.append((held.sid, number, event_id, arrived, chunk))
                     self.last_event = arrived
         except (OSError, EOFError, ValueError, asyncio.IncompleteReadError):
@@ -311,8 +321,8 @@ class Worker:
 
         async def read() -> None:
             nonlocal newest
-            async for event_id, _name, arrived, chunk in stream.events():
-                if event_id is not None:
+            async for event_id, name, arrived, chunk in stream.events():
+                if event_id is not None and name != ID_ONLY:
                     self.events.append((client, number, event_id, arrived, chunk))
                     self.last_event = arrived
                     newest = event_id if newest is None else max(newest, event_id)

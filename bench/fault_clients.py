@@ -1,7 +1,8 @@
 """The fault run's clients: devices pinned to a server, coming and going with Last-Event-ID.
 
-Each client keeps its cursor (the newest id it received) across its connections and sends it
-on every one, as a page passes its cursor to a new EventSource. A connection the server ends
+Each client keeps its cursor (the last id field it read, as a browser's EventSource does)
+across its connections and sends it on every one, as a page passes its cursor to a new
+EventSource. A connection the server ends
 (the process was killed) is retried at once, and so is one that fails to open (the process is
 down, or answered 5xx): that is the reconnect storm a restart causes. Every connection attempt
 is recorded with its outcome and times, for the verdict.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .client import StreamError, Worker, open_stream
+from .client import ID_ONLY, StreamError, Worker, open_stream
 
 STREAM_PATH = "/notifications/stream/"
 
@@ -94,11 +95,14 @@ class FaultWorker(Worker):
         on_open()
 
         async def read() -> None:
-            async for event_id, _name, arrived, chunk in stream.events():
-                if event_id is not None:
+            async for event_id, name, arrived, chunk in stream.events():
+                if event_id is None:
+                    continue
+                # As a browser: the last id field read, whether or not the block is an event.
+                client.cursor = event_id
+                if name != ID_ONLY:
                     self.events.append((client.client, attempt.number, event_id, arrived, chunk))
                     self.last_event = arrived
-                    client.cursor = max(client.cursor, event_id)
 
         reader = asyncio.create_task(read())
         try:

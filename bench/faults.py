@@ -3,8 +3,8 @@
 Its verdict is per stream (one connection of one client): every row of its user created while
 it was open, or after the cursor it came with, received exactly once; nothing of another
 user; nothing at or below its cursor. And per client, over all its connections: every row of
-its user received. It also counts what the reconnect storm met when the killed process came
-back on its port: refused, reset or unanswered connections.
+its user received, and none twice. It also counts what the reconnect storm met when the
+killed process came back on its port: refused, reset or unanswered connections.
 """
 
 from __future__ import annotations
@@ -243,6 +243,7 @@ def faults(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
     verdict["ok"] = (
         verdict["streams_failed"] == 0
         and verdict["lost_by_a_client"] == 0
+        and verdict["received_twice_by_a_client"] == 0
         and verdict["storm"]["failed_connections"] == 0
     )
     return {
@@ -316,12 +317,13 @@ def judge(
                 created = rows[pk][1]
                 if created >= opened:
                     latencies.append(arrivals[(*key, pk)] - created)
-    lost_by_client = 0
+    lost_by_client = twice_by_client = 0
     clients_missing = 0
     for client, user_id in client_user.items():
         never = set(by_user[user_id]) - set(by_client[client])
         lost_by_client += len(never)
         clients_missing += bool(never)
+        twice_by_client += sum(1 for count in by_client[client].values() if count > 1)
     statuses = Counter(str(a["status"]) for a in attempts)
     errors = Counter(a["error"] for a in attempts if a["status"] == 0)
     return {
@@ -337,6 +339,8 @@ def judge(
         "beyond_replay_limit": totals["beyond_replay_limit"],
         "lost_by_a_client": lost_by_client,
         "clients_missing_rows": clients_missing,
+        # On two of the client's connections (or twice on one): a replay below what it had.
+        "received_twice_by_a_client": twice_by_client,
         "statuses": dict(statuses),
         "no_answer": dict(errors),
         "live_latency": percentiles(latencies),

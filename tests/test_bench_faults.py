@@ -118,6 +118,7 @@ def test_twice_another_users_row_and_a_row_at_the_cursor_fail_the_stream() -> No
     events = [(0, 0, 3, 103.1, 2), (0, 0, 3, 103.2, 3), (0, 0, 2, 102.1, 2), (0, 0, 1, 101.1, 1)]
     verdict = judge(OPTIONS, 100, rows, CLIENTS, [attempt(0, 0, 100.0, 120.0, cursor=1)], events)
     assert verdict["received_twice"] == 1
+    assert verdict["received_twice_by_a_client"] == 1
     assert verdict["wrong_user"] == 1
     assert verdict["at_or_below_cursor"] == 1
     assert verdict["streams_failed"] == 1
@@ -146,3 +147,14 @@ def test_storm_expects_refusals_while_down_and_counts_everything_else() -> None:
     assert result["answered_5xx"] == {"503": 1}
     assert result["clients_back"] == 1
     assert result["down_seconds"] == 3.0
+
+
+def test_row_received_on_two_connections_of_a_client_is_received_twice_by_it() -> None:
+    rows = {1: (ALICE, 101.0)}
+    first = attempt(0, 0, 100.0, 110.0)
+    # Came back with a cursor below the row (a late row moved it back): replayed again.
+    second = attempt(0, 1, 111.0, 120.0, cursor=0)
+    events = [(0, 0, 1, 101.1, 2), (0, 1, 1, 111.1, 1)]
+    verdict = judge(OPTIONS, 100, rows, {0: ALICE}, [first, second], events)
+    assert verdict["streams_failed"] == 0
+    assert verdict["received_twice_by_a_client"] == 1
