@@ -376,7 +376,8 @@ def storm(attempts: list[dict[str, Any]], done: list[Fault]) -> dict[str, Any]:
         if attempt["status"] != 0:
             continue
         ended = attempt["closed"] or attempt["requested"]
-        if on_killed and kill is not None and after_kill:
+        if on_killed and kill is not None and ended >= kill.at:
+            # Cut by the kill, whenever it was requested.
             if ended <= kill.at + KILL_MARGIN:
                 at_kill += 1
                 continue

@@ -127,8 +127,10 @@ def test_twice_another_users_row_and_a_row_at_the_cursor_fail_the_stream() -> No
 def test_storm_expects_refusals_while_down_and_counts_everything_else() -> None:
     kill = Fault("kill", at=200.0, server=0, listening=203.0)
     attempts = [
-        # Cut by the kill itself, then refused while the process is down.
+        # Cut by the kill itself (one waiting for its answer since before), then refused
+        # while the process is down.
         attempt(0, 0, None, 200.1, status=0, error="IncompleteReadError"),
+        {**attempt(1, 9, None, 200.2, status=0, error="IncompleteReadError"), "requested": 190.0},
         attempt(0, 1, None, 201.0, status=0, error="ConnectionRefusedError"),
         # Back: one opens, one is reset (a listen queue too short), one refused too late.
         attempt(0, 2, 203.2, 210.0),
@@ -139,7 +141,7 @@ def test_storm_expects_refusals_while_down_and_counts_everything_else() -> None:
         attempt(1, 3, None, 205.0, server=1, status=503),
     ]
     result = storm(attempts, [kill])
-    assert result["cut_by_the_kill"] == 1
+    assert result["cut_by_the_kill"] == 2
     assert result["refused_while_down"] == 1
     assert result["failed_in_storm"] == {"ConnectionResetError": 1, "ConnectionRefusedError": 1}
     assert result["failed_elsewhere"] == {"ConnectionRefusedError": 1}
