@@ -5,6 +5,11 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_notifications bin/bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_notifications \\
         bin/bench churn --processes 2 --notifications 10000
+    DATABASE_URL=... bin/bench faults       # 3 processes, one killed, connections cut
+    DATABASE_URL=... bin/bench fanout       # every user with a stream on each of 2 processes
+    DATABASE_URL=... bin/bench burst        # 100,000 rows for users not connected
+    DATABASE_URL=... bin/bench broadcast    # one INSERT for 10,000 connected users
+    DATABASE_URL=... bin/bench --design ours --streams 12000,14000,16000,18000 --until-p99 150
 
 The measurement run. For each N (--streams, default 100,1000,5000,10000) and each design
 (--design: `ours`, the project's stream, and `naive`, the one-query-per-stream-per-second
@@ -30,6 +35,36 @@ are created over --duration s; then every client reconnects once more and stays 
 Verdict: rows claimed twice (the servers' claim log, and rows received live from two
 processes), rows lost (dispatched, never received by a client of their user), rows left
 undispatched, replays.
+
+The fault run (`faults`, PostgreSQL): --processes daphne processes (3) listening with a
+--backlog of 4096; --users users with 2-3 clients each (--clients-per-user), each client
+pinned to its own process, staying --stay s and coming back with Last-Event-ID (the last id it
+read, as a browser), while --notifications rows are created over --duration s. At --kill-at
+of the duration process 0 is killed with SIGKILL and restarted on its port --down s later
+(its clients retry every 50-500 ms: the reconnect storm); at --cut-at every server
+connection is cut with pg_terminate_backend. Then every client comes back once until quiet.
+Verdict per stream: every row of its user created while it was open (--grace s before its
+end at the latest) or after its cursor, received exactly once; none of another user; none
+at or below its cursor. Per client: every row of its user received, none twice. Connections
+refused, reset or unanswered other than while the killed process was down are failures.
+
+The scale runs (PostgreSQL), streams opened --concurrency at a time:
+  - `fanout`: --users users, each with a stream on each of --processes processes (2); idle
+    CPU and queries/s per process over --idle s; then --rows rows, 20-50 ms apart, to random
+    users: every stream of the user must get each, once; latency from `created` to arrival;
+  - `burst`: --users connected users (1,000) on --processes processes (1); rows to them
+    20-50 ms apart for --before s, then --burst rows (100,000) for --offline-users users who
+    are not connected, inserted in one transaction, then rows to the connected users for
+    --after s: p99 before and after, and the rows each process's poll read (the hub's
+    `rows_read` counter; n/a where the hub has none);
+  - `broadcast`: --users connected users (10,000); --rounds times, one INSERT ... SELECT
+    creating a row for each: from the commit to the first, median and last arrival.
+The measurement run's --until-p99 MS steps N up and stops after the first N where `ours`
+refuses streams or its p99 (rows from another process) exceeds MS; it reports the most
+streams held within it.
+
+Exit status 1: a verdict failed (churn, faults, and rows lost, doubled or misdelivered in the
+scale runs); targets missed are reported, not failed.
 
 On PostgreSQL the database named in DATABASE_URL (its name must start with "bench") is dropped
 and recreated, with a role of the same name for the servers limited to --pg-connections
