@@ -15,6 +15,7 @@ from django.test import Client
 from notifications.hub import Hub, get_hub
 
 from .support import (
+    MIRROR,
     DaphneServer,
     PgBouncer,
     pgbouncer_path,
@@ -60,6 +61,11 @@ def django_db_modify_db_settings(
         # process, and the hub's worker thread needs its own connection to the same data.
         path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(path)
+    # A second alias on the same test database, for the tests of database routers.
+    settings.DATABASES[MIRROR] = {
+        **database,
+        "TEST": {**database.get("TEST", {}), "MIRROR": "default"},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +74,16 @@ def _close_async_orm_connections() -> Iterator[None]:
     # The async ORM runs in asgiref's process-wide thread; its connection must not outlive
     # the test (PostgreSQL will not drop a test database that still has one).
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+@pytest.fixture
+def mirror_database(transactional_db: None) -> Iterator[str]:
+    """Return the alias MIRROR, for a test marked with `databases=["default", MIRROR]`.
+
+    Request it before `hub`: its connections are closed after the hub's.
+    """
+    yield MIRROR
+    connections[MIRROR].close()
 
 
 @pytest.fixture

@@ -270,3 +270,40 @@ def start_pgbouncer(directory: Path, timeout: float = 15) -> Iterator[PgBouncer]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+def ids_in(chunk: str) -> list[int]:
+    """Return the event ids in a chunk of a stream."""
+    return [int(line[4:]) for line in chunk.split("\n") if line.startswith("id: ")]
+
+
+async def next_chunk(stream: object, timeout: float = 10) -> str:
+    """Return the next chunk a stream generator yields, failing after `timeout` seconds."""
+    return await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]
+
+
+# A second database alias on the test database itself: what a router points at is then
+# visible by which alias a thread opened, with the data shared.
+MIRROR = "mirror"
+
+
+class NotificationsToMirror:
+    """A database router that puts notifications on the "mirror" alias, the rest on default."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str | None:
+        return MIRROR if model._meta.label == "notifications.Notification" else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, *objects: Any, **hints: Any) -> bool:
+        return True
+
+
+class EverythingToMirror:
+    """A database router that puts every model (sessions and users too) on "mirror"."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str:
+        return MIRROR
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, *objects: Any, **hints: Any) -> bool:
+        return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifications.horizon import Horizon
+from notifications.hub.horizon import Horizon
 
 NOBODY: frozenset[str] = frozenset()
 WRITER = frozenset({"3/17"})
