@@ -270,6 +270,8 @@ def start_pgbouncer(directory: Path, timeout: float = 15) -> Iterator[PgBouncer]
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
 def ids_in(chunk: str) -> list[int]:
     """Return the event ids in a chunk of a stream."""
     return [int(line[4:]) for line in chunk.split("\n") if line.startswith("id: ")]
