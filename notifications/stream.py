@@ -71,6 +71,10 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
     subscription.started = True
     logger.info("Stream opened: user %s", subscription.user_id)
     try:
+        # A stream that opens as the poll starts waits for the poll's first query (ms), so
+        # that what commits once its client sees it open comes live.
+        with contextlib.suppress(TimeoutError):
+            await hub.placed(subscription)
         # daphne sends the status line and headers only with the first body chunk.
         yield sse.retry(conf.retry_milliseconds())
         if subscription.closed:

@@ -137,7 +137,9 @@ class Hub:
         self._to_release: list[int] = []
         # The cursor, created by the first poll after the poll starts (None while stopped).
         self._horizon: Horizon | None = None
-        # Set once the start is settled (Horizon.ready): replays and catch-ups wait for it.
+        # Set once the cursor has started (every subscription has its horizon), and once its
+        # start is settled (Horizon.ready): replays and catch-ups wait for the latter.
+        self._started = asyncio.Event()
         self._settled = asyncio.Event()
         # Users whose first stream here opened since the last catch-up, with the position
         # then: their catch-up takes rows up to it (above it, rows come live).
@@ -204,6 +206,16 @@ class Hub:
         TimeoutError when the database does not answer within DATABASE_TIMEOUT.
         """
         return await self._authenticator.authenticate(session_key)
+
+    async def placed(self, subscription: Subscription) -> None:
+        """Wait until the subscription has its horizon: what commits after comes live.
+
+        Only the streams that open as the poll starts wait, for its first query. Raise
+        TimeoutError when the database does not answer within DATABASE_TIMEOUT.
+        """
+        if subscription.horizon is None:
+            async with asyncio.timeout(worker.DATABASE_TIMEOUT):
+                await self._started.wait()
 
     async def replay(
         self, subscription: Subscription, after_id: int, limit: int
@@ -353,6 +365,7 @@ class Hub:
         # With no stream left, nothing needs the cursor: the next poll starts afresh.
         if not self._subscriptions:
             self._horizon = None
+            self._started.clear()
             self._settled.clear()
             self._new_users.clear()
             self._to_hand.clear()
@@ -440,6 +453,7 @@ class Hub:
         for user_id, up_to in self._new_users.items():
             if up_to is None:
                 self._new_users[user_id] = horizon.position
+        self._started.set()
         if horizon.ready:
             self._settled.set()
         return horizon
