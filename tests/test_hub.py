@@ -433,6 +433,8 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
         await wait_until(lambda: hub.listening, what="the LISTEN connection")
     else:
         await wait_until(lambda: hub.stats.change_checks >= 2, what="two data_version reads")
+    # That first wake-up makes a second poll; the next one is an hour off unless woken.
+    await wait_until(lambda: hub.stats.ticks >= 2, what="the poll of the first wake-up")
     wakes = hub.stats.wakes
 
     def insert_elsewhere() -> int:
