@@ -1,14 +1,14 @@
 """The app added to a site nobody here wrote, as the README says, and used in Chromium.
 
-What a host does, in a temporary directory: a wheel of this repository, a fresh virtualenv,
-`django-admin startproject mysite`, the host's own pieces (an `accounts` app whose user logs in
-by e-mail and has no username, not registered in the admin; Django's login views under
-`accounts/` with a template of the host's), then the README's "Add it to your Django site"
-steps, read from the README (`<!-- host-site: ... -->` markers) and applied as written: its
-shell blocks run in the site's folder with the site's virtualenv first on PATH, its python
-blocks appended to the files they name. The test changes three things only: the install
-command's `path/to/django-live-notifications` becomes the wheel's path, pip installs take
-`-c constraints.txt` (the versions the rest of the suite runs), and the serve command's
+What a host does, in a temporary directory: a wheel of this repository, a fresh virtualenv
+with Django in it, `django-admin startproject mysite`, the host's own pieces (an `accounts` app
+whose user logs in by e-mail and has no username, not registered in the admin; Django's login
+views under `accounts/` with a template of the host's), then the README's "Add it to your
+Django site" steps, read from the README (`<!-- host-site: ... -->` markers) and applied as
+written: its shell blocks run in the site's folder with the site's virtualenv first on PATH,
+its python blocks appended to the files they name. The test changes three things only: the
+install command's `path/to/django-live-notifications` becomes the wheel's path, pip installs
+take `-c constraints.txt` (the versions the rest of the suite runs), and the serve command's
 `-p 8000` becomes `-p 0` (a free port, read from daphne's log).
 
 The site, built once for the module, uses its own SQLite database, so the module runs in the
@@ -123,6 +123,64 @@ from django.urls import include
 urlpatterns += [path("accounts/", include("django.contrib.auth.urls"))]
 """
 
+# The variant of the site that registers its user model in the admin, searchable, with the
+# README's line for "Send notification…" on the user list.
+HOST_USER_ADMIN = """
+from django.contrib import admin
+
+from notifications.admin import NotifyUsersMixin
+
+from .models import User
+
+
+@admin.register(User)
+class UserAdmin(NotifyUsersMixin, admin.ModelAdmin):
+    list_display = ["email", "is_staff"]
+    ordering = ["email"]
+    search_fields = ["email"]
+"""
+
+# Run by `manage.py shell -c` in the host's site: the admin's notification pages and, where
+# the host registers its user model, autocomplete and the user list's action. Prints JSON.
+ADMIN_PROBE = """
+import json
+
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.test.utils import setup_test_environment
+
+from notifications.models import Notification
+
+setup_test_environment()
+user = get_user_model().objects.get(email=EMAIL)
+client = Client()
+client.force_login(user)
+NOTIFICATIONS = "/admin/notifications/notification/"
+found = {}
+add = client.get(NOTIFICATIONS + "add/")
+found["add form"] = add.status_code
+found["autocomplete"] = "admin/autocomplete" in add.content.decode()
+saved = client.post(NOTIFICATIONS + "add/", {"user": str(user.pk), "text": "Added in the admin"})
+found["added"] = saved.status_code, Notification.objects.filter(text="Added in the admin").count()
+listed = client.get(NOTIFICATIONS, {"user": EMAIL}).content.decode()
+found["filter"] = "Added in the admin" in listed, 'placeholder="email address"' in listed
+found["search"] = "Added in the admin" in client.get(NOTIFICATIONS, {"q": "ada@"}).content.decode()
+found["broadcast form"] = client.get(NOTIFICATIONS + "broadcast/").status_code
+if found["autocomplete"]:
+    query = {"term": "ada", "app_label": "notifications", "model_name": "notification",
+             "field_name": "user"}
+    found["autocomplete results"] = [
+        r["text"] for r in client.get("/admin/autocomplete/", query).json()["results"]
+    ]
+    sent = client.post("/admin/accounts/user/", {
+        "action": "notify_users", "_selected_action": [str(user.pk)], "select_across": "0",
+        "text": "From the user list", "apply": "Send",
+    })
+    found["user action"] = sent.status_code, Notification.objects.filter(
+        user=user, text="From the user list").count()
+print("probe", json.dumps(found))
+"""
+
 
 # --- The README's steps --------------------------------------------------------------------
 
@@ -188,22 +246,28 @@ class HostSite:
     env: dict[str, str]
     serve: str  # the README's serve command, as written
 
-    def run(self, *command: str, timeout: float = 120, **kwargs: Any) -> str:
+    def run(
+        self,
+        *command: str,
+        timeout: float = 120,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Run a command in the site's folder and virtualenv; return its output, or fail."""
         done = subprocess.run(
             command,
-            cwd=self.folder,
-            env=self.env,
+            cwd=cwd or self.folder,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
-            **kwargs,
         )
         assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
-    def manage(self, *arguments: str, timeout: float = 120) -> str:
-        return self.run(str(self.venv / "bin" / "python"), "manage.py", *arguments, timeout=timeout)
+    def manage(self, *arguments: str, **run: Any) -> str:
+        """Run `python manage.py` in the site's folder (or `cwd`) and virtualenv."""
+        return self.run(str(self.venv / "bin" / "python"), "manage.py", *arguments, **run)
 
 
 def host_env(venv: Path) -> dict[str, str]:
@@ -300,12 +364,9 @@ def pinned(line: str) -> str:
 
 @pytest.fixture(scope="module")
 def host_user(host_site: HostSite) -> str:
-    # The host's own manager, through Django's command: a superuser, to open the admin too.
-    host_site.env["DJANGO_SUPERUSER_PASSWORD"] = PASSWORD
-    try:
-        host_site.manage("createsuperuser", "--noinput", "--email", EMAIL)
-    finally:
-        del host_site.env["DJANGO_SUPERUSER_PASSWORD"]
+    # Made by the host's own manager, through Django's command: a superuser, for the admin.
+    env = {"DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+    host_site.manage("createsuperuser", "--noinput", "--email", EMAIL, env=env)
     return EMAIL
 
 
@@ -430,3 +491,52 @@ async def send_from_another_process(site: HostSite, email: str, text: str) -> in
     match = re.search(r"^sent (\d+)$", stdout.decode(), re.MULTILINE)
     assert match, stdout.decode()
     return int(match.group(1))
+
+
+def admin_probe(site: HostSite, folder: Path) -> dict[str, Any]:
+    """Run ADMIN_PROBE in the site at `folder`; return what it found."""
+    code = f"EMAIL = {EMAIL!r}\n{ADMIN_PROBE}"
+    output = site.manage("shell", "-c", code, cwd=folder)
+    match = re.search(r"^probe (.*)$", output, re.MULTILINE)
+    assert match, output
+    found: dict[str, Any] = json.loads(match.group(1))
+    return found
+
+
+def test_admin_works_without_the_user_model_in_the_admin(
+    host_site: HostSite, host_user: str
+) -> None:
+    assert admin_probe(host_site, host_site.folder) == {
+        "add form": 200,
+        # A box for the user's id: autocomplete needs a user admin with search_fields.
+        "autocomplete": False,
+        "added": [302, 1],
+        "filter": [True, True],
+        "search": True,
+        "broadcast form": 200,
+    }
+
+
+def test_a_user_admin_with_search_gets_autocomplete_and_the_user_list_action(
+    host_site: HostSite, host_user: str, tmp_path: Path
+) -> None:
+    # The same site, as a host that registers its user model (README: NotifyUsersMixin).
+    variant = tmp_path / "mysite"
+    shutil.copytree(host_site.folder, variant, ignore=shutil.ignore_patterns("db.sqlite3*"))
+    (variant / "accounts" / "admin.py").write_text(HOST_USER_ADMIN)
+    output = host_site.manage("check", "--fail-level", "WARNING", cwd=variant)
+    assert "System check identified no issues" in output, output
+    host_site.manage("migrate", cwd=variant)
+    env = {"DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+    host_site.manage("createsuperuser", "--noinput", "--email", EMAIL, cwd=variant, env=env)
+
+    assert admin_probe(host_site, variant) == {
+        "add form": 200,
+        "autocomplete": True,
+        "added": [302, 1],
+        "filter": [True, True],
+        "search": True,
+        "broadcast form": 200,
+        "autocomplete results": [EMAIL],
+        "user action": [302, 1],
+    }
