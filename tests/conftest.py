@@ -28,11 +28,13 @@ from .support import (
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    # Not a skip: these belong to the PostgreSQL pass of bin/test, which runs them.
-    selected = [item for item in items if item.get_closest_marker("postgresql") is None]
-    deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    # Not a skip: bin/test runs the suite twice, and each pass runs the tests marked for it
+    # (`postgresql` in the PostgreSQL pass; `sqlite` in the SQLite pass, for tests that bring
+    # a database of their own and would only repeat themselves).
+    postgresql = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    other_pass = "sqlite" if postgresql else "postgresql"
+    selected = [item for item in items if item.get_closest_marker(other_pass) is None]
+    deselected = [item for item in items if item.get_closest_marker(other_pass) is not None]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

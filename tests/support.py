@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,28 +90,28 @@ class DaphneServer:
 def start_daphne(
     env: dict[str, str], log: Path, timeout: float = 30, port: int = 0
 ) -> Iterator[DaphneServer]:
-    """Run daphne on 127.0.0.1 (on a free port unless `port` is given); stop it on exit.
+    """Run this repository's site under daphne on 127.0.0.1 (a free port unless `port` is given).
 
     The log is appended to, so a server restarted on the same port can share it.
     """
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    with run_daphne(
+        [*command, "site_config.asgi:application"], PROJECT, env, log, timeout
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_daphne(
+    command: Sequence[str], cwd: Path, env: dict[str, str], log: Path, timeout: float = 30
+) -> Iterator[DaphneServer]:
+    """Run a daphne command that listens on 127.0.0.1; wait until it listens; stop it on exit.
+
+    Its output is appended to `log`, where the port it listens on is read (`-p 0` picks a free one).
+    """
     offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "site_config.asgi:application",
-            ],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while True:
