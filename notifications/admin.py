@@ -31,7 +31,7 @@ def _user_search(site: admin.AdminSite) -> bool:
 
 
 class UserFilter(admin.SimpleListFilter):
-    """Filter by username, typed in: a list of every user would be as long as the user table."""
+    """Filter by the user's USERNAME_FIELD, typed in: a list of every user would be too long."""
 
     title = "user"
     parameter_name = "user"
@@ -51,9 +51,13 @@ class UserFilter(admin.SimpleListFilter):
         return queryset.filter(**{f"user__{get_user_model().USERNAME_FIELD}": value})
 
     def choices(self, changelist: Any) -> Any:
+        user_model = get_user_model()
+        login_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
         yield {
             "value": self.value() or "",
             "parameter_name": self.parameter_name,
+            # What is typed in: the username, or the e-mail address where that is the login.
+            "label": getattr(login_field, "verbose_name", user_model.USERNAME_FIELD),
             "all_query_string": changelist.get_query_string(remove=[self.parameter_name]),
             # The other filters and the search stay as they are when a username is typed.
             "hidden": [

@@ -89,3 +89,13 @@ def gc_freeze() -> bool:
     Off unless the site turns it on: gc.freeze() acts on the whole process, not on the app.
     """
     return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", False))
+
+
+def listen_database_url() -> str:
+    """A libpq connection URL for PostgreSQL's LISTEN alone, or "" to use the default database.
+
+    For a site whose DATABASE_URL goes through a pooler in transaction mode (PgBouncer), which
+    breaks LISTEN: a URL (not a DATABASES-style dict) because psycopg takes it as it is, and it
+    is written like the DATABASE_URL beside it.
+    """
+    return str(getattr(settings, "NOTIFICATIONS_LISTEN_DATABASE_URL", "") or "")

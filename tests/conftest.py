@@ -14,17 +14,27 @@ from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
-from .support import MIRROR, DaphneServer, server_env, start_daphne
+from .support import (
+    MIRROR,
+    DaphneServer,
+    PgBouncer,
+    pgbouncer_path,
+    server_env,
+    start_daphne,
+    start_pgbouncer,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    # Not a skip: these belong to the PostgreSQL pass of bin/test, which runs them.
-    selected = [item for item in items if item.get_closest_marker("postgresql") is None]
-    deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    # Not a skip: bin/test runs the suite twice, and each pass runs the tests marked for it
+    # (`postgresql` in the PostgreSQL pass; `sqlite` in the SQLite pass, for tests that bring
+    # a database of their own and would only repeat themselves).
+    postgresql = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    other_pass = "sqlite" if postgresql else "postgresql"
+    selected = [item for item in items if item.get_closest_marker(other_pass) is None]
+    deselected = [item for item in items if item.get_closest_marker(other_pass) is not None]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
@@ -143,3 +153,14 @@ def bob_session(bob: AbstractUser) -> str:
 def fast_poll(settings: Any) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 0.05
     settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 0.1
+
+
+@pytest.fixture
+def pgbouncer(tmp_path: Path, transactional_db: None) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the test database."""
+    if pgbouncer_path() is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer; .ci/run does)")
+    directory = tmp_path / "pgbouncer"
+    directory.mkdir()
+    with start_pgbouncer(directory) as bouncer:
+        yield bouncer

@@ -356,6 +356,8 @@ def test_notification_list_filters_by_typed_username_and_dispatched_and_searches
     page = admin_client.get(f"{NOTIFICATIONS}?user=alice&q=alpha").content.decode()
     # The username box keeps the search when it is submitted.
     assert '<input type="hidden" name="q" value="alpha">' in page
+    # Labelled by the user model's USERNAME_FIELD (an e-mail-login model's box says so).
+    assert 'placeholder="username" aria-label="Username"' in page
 
 
 def test_notification_list_has_a_date_hierarchy(admin_client: Client) -> None:
