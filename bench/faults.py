@@ -309,7 +309,17 @@ def judge(
             if len(failed_examples) < 10:
                 missing = sorted(expected - set(got))[:5]
                 failed_examples.append(
-                    {**attempt, "user": user_id, **counts, "missing_ids": missing}
+                    {
+                        **attempt,
+                        "user": user_id,
+                        **counts,
+                        "missing_ids": missing,
+                        # Seconds from the row's creation to the stream's end.
+                        "missing_created_before_end_s": [
+                            round(closed - rows[pk][1], 2) for pk in missing
+                        ],
+                        "received_ids": sorted(got)[:20],
+                    }
                 )
         for pk, count in got.items():
             if pk in rows and rows[pk][0] == user_id:
