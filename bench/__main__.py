@@ -352,7 +352,11 @@ def main(argv: list[str]) -> int:
                     ),
                     logs,
                 )
-                summary = {k: v for k, v in outcome["verdict"].items() if k != "failed_examples"}
+                summary = {
+                    k: v
+                    for k, v in outcome["verdict"].items()
+                    if k not in ("failed_examples", "live_latency_over_time")
+                }
                 summary["storm"] = {
                     k: v for k, v in summary["storm"].items() if k != "failed_examples"
                 }

@@ -31,9 +31,8 @@ SETTLE_LIMIT = 120.0
 # Failures of connections to the killed process this soon after the kill are the kill's own
 # (a connection being opened when the process died).
 KILL_MARGIN = 0.5
-# A refusal this soon after the restarted process was seen listening was made before it
-# listened (the log line is read after the port opens).
-LISTEN_MARGIN = 0.2
+# Seconds of each window of the live latency's timeline.
+LATENCY_WINDOW = 5
 # Seconds after the restart counted as the reconnect storm.
 STORM_WINDOW = 10.0
 
@@ -274,7 +273,11 @@ def judge(
     by_client: dict[int, Counter[int]] = defaultdict(Counter)
     totals: Counter[str] = Counter()
     failed_examples: list[dict[str, Any]] = []
+    examples_by_kind: Counter[str] = Counter()
     latencies: list[float] = []
+    # Live latencies by when the row was created, from the first stream's opening.
+    timeline: dict[int, list[float]] = defaultdict(list)
+    origin = min((a["opened"] for a in attempts if a["opened"] is not None), default=0.0)
     streams = 0
     for attempt in attempts:
         key = (attempt["client"], attempt["number"])
@@ -306,7 +309,11 @@ def judge(
         totals["beyond_replay_limit"] += len(beyond_limit)
         if any(counts.values()):
             totals["streams_failed"] += 1
-            if len(failed_examples) < 10:
+            # A few examples of each kind of failure.
+            kinds = [k for k, v in counts.items() if v]
+            if any(examples_by_kind[k] < 4 for k in kinds):
+                for k in kinds:
+                    examples_by_kind[k] += 1
                 missing = sorted(expected - set(got))[:5]
                 failed_examples.append(
                     {
@@ -319,6 +326,7 @@ def judge(
                             round(closed - rows[pk][1], 2) for pk in missing
                         ],
                         "received_ids": sorted(got)[:20],
+                        "at_or_below_cursor_ids": sorted(pk for pk in got if pk <= cursor)[:5],
                     }
                 )
         for pk, count in got.items():
@@ -327,6 +335,9 @@ def judge(
                 created = rows[pk][1]
                 if created >= opened:
                     latencies.append(arrivals[(*key, pk)] - created)
+                    timeline[int((created - origin) // LATENCY_WINDOW)].append(
+                        arrivals[(*key, pk)] - created
+                    )
     lost_by_client = twice_by_client = 0
     clients_missing = 0
     for client, user_id in client_user.items():
@@ -354,6 +365,14 @@ def judge(
         "statuses": dict(statuses),
         "no_answer": dict(errors),
         "live_latency": percentiles(latencies),
+        "live_latency_over_time": [
+            {
+                "from_s": index * LATENCY_WINDOW,
+                "deliveries": len(timeline[index]),
+                **percentiles(timeline[index]),
+            }
+            for index in sorted(timeline)
+        ],
         "failed_examples": failed_examples,
     }
 
@@ -391,7 +410,9 @@ def storm(attempts: list[dict[str, Any]], done: list[Fault]) -> dict[str, Any]:
             if ended <= kill.at + KILL_MARGIN:
                 at_kill += 1
                 continue
-            if attempt["error"] == "ConnectionRefusedError" and ended <= listening + LISTEN_MARGIN:
+            # Refused: by the closed port if it was tried before the process was seen
+            # listening (the client may notice the refusal later, when its loop is busy).
+            if attempt["error"] == "ConnectionRefusedError" and attempt["requested"] <= listening:
                 while_down += 1
                 continue
             in_storm[attempt["error"]] += 1
