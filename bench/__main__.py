@@ -216,7 +216,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     fault_run.add_argument("--notifications", type=int, default=10_000)
     fault_run.add_argument("--duration", type=float, default=60.0)
     fault_run.add_argument(
-        "--stay", type=_pair, default=(2.0, 10.0), help="seconds a client stays: min,max"
+        "--stay", type=_pair, default=(5.0, 20.0), help="seconds a client stays: min,max"
     )
     fault_run.add_argument(
         "--pause", type=float, default=1.0, help="most seconds a client stays away"
