@@ -154,6 +154,17 @@ class Fleet:
         latencies = [self.arrivals[k] - expected[k] for k in pairs if k in self.arrivals]
         return {"expected": len(pairs), "arrived": len(latencies), **percentiles(latencies)}
 
+    def timeline(self, expected: Expected, start: float, window: float) -> list[dict[str, Any]]:
+        """Latency by when the row was created: `window` seconds each from `start`."""
+        windows: dict[int, list[float]] = defaultdict(list)
+        for key, created in expected.items():
+            if key in self.arrivals:
+                windows[int((created - start) // window)].append(self.arrivals[key] - created)
+        return [
+            {"from_s": i * window, "deliveries": len(windows[i]), **percentiles(windows[i])}
+            for i in sorted(windows)
+        ]
+
     def counters(self) -> list[dict[str, Any]]:
         """Each server's /bench/stats, with its CPU seconds so far and the time."""
         result = []
@@ -319,6 +330,7 @@ def burst(
         _, result["before"] = _deliver(fleet, sent_before, opts.deliver_timeout)
         log(f"burst: before, p50 {result['before']['p50_ms']} p99 {result['before']['p99_ms']} ms")
         counted = fleet.counters()
+        burst_at = time.time()
         started = time.monotonic()
         Notification.objects.bulk_create(
             [
@@ -330,7 +342,9 @@ def burst(
         result["insert_seconds"] = round(time.monotonic() - started, 2)
         log(f"burst: {burst_rows} rows inserted in {result['insert_seconds']} s")
         sent_after = send_paced(connected, after, None, rng)
-        _, result["after"] = _deliver(fleet, sent_after, opts.deliver_timeout)
+        expected_after, result["after"] = _deliver(fleet, sent_after, opts.deliver_timeout)
+        # From the start of the burst's INSERT.
+        result["after_over_time"] = fleet.timeline(expected_after, burst_at, 5.0)
         end = fleet.counters()
         log(f"burst: after, p50 {result['after']['p50_ms']} p99 {result['after']['p99_ms']} ms")
         result["duplicates"] = fleet.duplicates
