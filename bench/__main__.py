@@ -42,7 +42,8 @@ pinned to its own process, staying --stay s and coming back with Last-Event-ID (
 read, as a browser), while --notifications rows are created over --duration s. At --kill-at
 of the duration process 0 is killed with SIGKILL and restarted on its port --down s later
 (its clients retry every 50-500 ms: the reconnect storm); at --cut-at every server
-connection is cut with pg_terminate_backend. Then every client comes back once until quiet.
+connection is cut with pg_terminate_backend. Then every client comes back (again after an
+error) until it has its user's newest row, and --quiet s more (at most 120 s).
 Verdict per stream: every row of its user created while it was open (--grace s before its
 end at the latest) or after its cursor, received exactly once; none of another user; none
 at or below its cursor. Per client: every row of its user received, none twice. Connections

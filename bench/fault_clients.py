@@ -53,6 +53,8 @@ class Client:
     server: int
     cursor: int
     number: int = 0
+    # The highest id of a notification it received.
+    highest: int = 0
 
 
 @dataclass
@@ -103,6 +105,7 @@ class FaultWorker(Worker):
                 if name != ID_ONLY:
                     self.events.append((client.client, attempt.number, event_id, arrived, chunk))
                     self.last_event = arrived
+                    client.highest = max(client.highest, event_id)
 
         reader = asyncio.create_task(read())
         try:
@@ -162,24 +165,37 @@ class FaultWorker(Worker):
     async def do_come_back(
         self,
         ports: Sequence[int],
+        targets: dict[int, int],
         quiet: float,
         limit: float,
         retry: tuple[float, float],
         seed: int,
     ) -> dict[str, Any]:
-        """Bring every client back once from its cursor; stay until `quiet` s without events.
+        """Bring every client back from its cursor until it has received up to its target.
 
-        A connection that fails or ends is tried again until the `limit` (seconds).
+        `targets`: client -> the highest id of its user's rows. Once every client is back and
+        at its target (or has read nothing for `quiet` s after that), stay `quiet` s more for
+        stragglers. A connection that fails or ends is tried again until the `limit` (seconds).
         """
         rng = random.Random(seed)
         deadline = time.monotonic() + limit
         opened: set[int] = set()
         self.last_event = time.time()
+        reached_at: float | None = None
 
         def done() -> bool:
-            return time.monotonic() >= deadline or (
-                len(opened) == len(self.clients) and time.time() - self.last_event >= quiet
-            )
+            nonlocal reached_at
+            if time.monotonic() >= deadline:
+                return True
+            if len(opened) < len(self.clients):
+                return False
+            if reached_at is None:
+                reached = all(c.highest >= targets.get(c.client, 0) for c in self.clients.values())
+                if not reached:
+                    # A client short of its target: wait for what is still to come.
+                    return False
+                reached_at = time.time()
+            return time.time() - max(reached_at, self.last_event) >= quiet
 
         async def back(client: Client) -> None:
             def is_back() -> None:
@@ -195,7 +211,13 @@ class FaultWorker(Worker):
                     await asyncio.sleep(rng.uniform(*retry))
 
         await asyncio.gather(*(back(c) for c in self.clients.values()))
-        return {"timed_out": time.monotonic() >= deadline, "back": len(opened)}
+        return {
+            "timed_out": time.monotonic() >= deadline,
+            "back": len(opened),
+            "short_of_target": sum(
+                1 for c in self.clients.values() if c.highest < targets.get(c.client, 0)
+            ),
+        }
 
     async def do_fault_results(self) -> dict[str, Any]:
         events, self.events = self.events, []

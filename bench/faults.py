@@ -212,10 +212,23 @@ def faults(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
         due_faults(math.inf)
         log(f"faults: {len(ids)} rows created; waiting for the clients")
         pool.receive_all(timeout=120)
-        log("faults: settling (every client comes back once, until quiet)")
+        log("faults: settling (every client comes back until it has its user's newest row)")
+        # Each client comes back until it has its user's newest row.
+        newest: dict[int, int] = {}
+        for pk, user_id in Notification.objects.filter(pk__in=ids).values_list("pk", "user_id"):
+            newest[user_id] = max(newest.get(user_id, 0), pk)
+        targets = {client: newest.get(user_id, 0) for client, user_id in client_user.items()}
         settled = pool.call(
             [
-                ("come_back", ports, opts.quiet, SETTLE_LIMIT, opts.retry, opts.seed + 100 + i)
+                (
+                    "come_back",
+                    ports,
+                    targets,
+                    opts.quiet,
+                    SETTLE_LIMIT,
+                    opts.retry,
+                    opts.seed + 100 + i,
+                )
                 for i in range(workers)
             ],
             timeout=SETTLE_LIMIT + 60,
@@ -237,6 +250,8 @@ def faults(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
     events = [e for r in replies for e in r["events"]]
     verdict = judge(opts, conf.replay_limit(), rows, client_user, attempts, events)
     verdict["settle_timed_out"] = any(r["timed_out"] for r in settled)
+    # Clients that never got their user's newest row, even after coming back.
+    verdict["clients_short_of_newest"] = sum(r["short_of_target"] for r in settled)
     verdict["storm"] = storm(attempts, done_faults)
     verdict["listen_queues"] = listen_queues
     verdict["ok"] = (
