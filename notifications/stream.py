@@ -80,7 +80,6 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
         if subscription.closed:
             reason = "refused"
             return
-        replayed: set[int] = set()
         highest = subscription.after or 0
         if subscription.after is not None:
             try:
@@ -98,7 +97,7 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
             if subscription.closed:
                 reason = "session ended"
                 return
-            replayed = {n.pk for n in rows}
+            subscription.mark_replayed({n.pk for n in rows})
             if rows:
                 chunk, highest = _encode_in_order(rows, highest)
                 sent_events += len(rows)
@@ -121,12 +120,10 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 sent_bytes += len(comment)
                 yield comment
                 continue
-            fresh = [n for n in batch if n.pk not in replayed]
-            if fresh:
-                chunk, highest = _encode_in_order(fresh, highest)
-                sent_events += len(fresh)
-                sent_bytes += len(chunk.encode())
-                yield chunk
+            chunk, highest = _encode_in_order(batch, highest)
+            sent_events += len(batch)
+            sent_bytes += len(chunk.encode())
+            yield chunk
     finally:
         hub.unsubscribe(subscription)
         logger.info(

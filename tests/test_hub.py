@@ -161,6 +161,43 @@ async def test_a_users_first_stream_gets_what_was_sent_shortly_before_it_opened(
         hub.unsubscribe(subscription)
 
 
+async def test_a_catch_up_leaves_out_what_is_at_or_below_the_streams_cursor(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    below = await Notification.objects.acreate(user=alice, text="the client has it")
+    above = await Notification.objects.acreate(user=alice, text="the client lacks it")
+    stream = hub.subscribe(alice.pk, alice_session, after=below.pk)
+
+    assert [n.pk for n in await stream.next_batch(10) or []] == [above.pk]
+    later = await Notification.objects.acreate(user=alice, text="later")
+    assert [n.pk for n in await stream.next_batch(10) or []] == [later.pk]
+    assert not (await Notification.objects.aget(pk=below.pk)).dispatched
+    hub.unsubscribe(stream)
+
+
+async def test_a_closing_stream_releases_only_what_this_process_claimed_and_it_did_not_send(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    replayed = await Notification.objects.acreate(user=alice, text="sent by the replay")
+    subscription = hub.subscribe(alice.pk, alice_session, after=replayed.pk - 1)
+    stream = notification_stream(hub, subscription)
+    await next_chunk(stream)
+    assert ids_in(await next_chunk(stream)) == [replayed.pk]
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 2, what="the catch-up's poll")
+    # Claimed elsewhere first (another process), then handed to this stream, never sent.
+    elsewhere = await Notification.objects.acreate(user=alice, text="x", dispatched=True)
+    await wait_until(lambda: hub.stats.delivered >= 1, what="the hand-out")
+
+    await stream.aclose()
+    # The poll stops once nothing is left to release.
+    await wait_until(lambda: not hub.polling, what="the poll to stop")
+
+    assert hub.stats.released == 0
+    assert (await Notification.objects.aget(pk=replayed.pk)).dispatched
+    assert (await Notification.objects.aget(pk=elsewhere.pk)).dispatched
+
+
 async def test_a_stream_sends_a_late_row_then_sets_the_last_event_id_back(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:

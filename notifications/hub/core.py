@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import NamedTuple, ParamSpec, TypeVar
@@ -94,7 +95,7 @@ class Handed(NamedTuple):
     seconds: float
 
 
-def _fetch(catch_up: Mapping[int, int], window: float, ids: Sequence[int]) -> Handed:
+def _fetch(catch_up: Mapping[int, tuple[int, int]], window: float, ids: Sequence[int]) -> Handed:
     started = time.monotonic()
     since = timezone.now() - timedelta(seconds=window)
     caught_up = queries.catch_up(catch_up, since)
@@ -141,9 +142,13 @@ class Hub:
         # start is settled (Horizon.ready): replays and catch-ups wait for the latter.
         self._started = asyncio.Event()
         self._settled = asyncio.Event()
-        # Users whose first stream here opened since the last catch-up, with the position
-        # then: their catch-up takes rows up to it (above it, rows come live).
-        self._new_users: dict[int, int | None] = {}
+        # Users whose first stream here opened since the last catch-up, with that stream's
+        # cursor and the position then: their catch-up takes the rows in between (above the
+        # position, rows come live).
+        self._new_users: dict[int, tuple[int, int | None]] = {}
+        # Rows this hub claimed and handed out, while a stream still holds them: only those
+        # are released when their stream closes unsent (another process's claim is theirs).
+        self._claimed_here: weakref.WeakSet[Notification] = weakref.WeakSet()
         # Rows that passed the position (or filled a late hole) for users with a stream,
         # still to be fetched and handed out; kept when that fails, for the next poll.
         self._to_hand: list[Row] = []
@@ -263,7 +268,7 @@ class Hub:
         subscription.horizon = self.position
         if user_id not in self._subscriptions:
             self._subscriptions[user_id] = set()
-            self._new_users[user_id] = subscription.horizon
+            self._new_users[user_id] = (after or 0, subscription.horizon)
         self._subscriptions[user_id].add(subscription)
         self._unstarted.add(subscription)
         self._stream_count += 1
@@ -284,9 +289,9 @@ class Hub:
             if not subs:
                 del self._subscriptions[subscription.user_id]
                 self._new_users.pop(subscription.user_id, None)
-        leftover = subscription.close()
+        leftover = [n for n in subscription.close() if n in self._claimed_here]
         if leftover and subscription.user_id not in self._subscriptions:
-            # Handed to this stream but never sent: make it deliverable again.
+            # Claimed here for this stream but never sent: make it deliverable again.
             self._to_release.extend(n.pk for n in leftover)
             self.wake()
 
@@ -450,9 +455,9 @@ class Hub:
             for subscription in subs:
                 if subscription.horizon is None:
                     subscription.horizon = horizon.position
-        for user_id, up_to in self._new_users.items():
+        for user_id, (after, up_to) in self._new_users.items():
             if up_to is None:
-                self._new_users[user_id] = horizon.position
+                self._new_users[user_id] = (after, horizon.position)
         self._started.set()
         if horizon.ready:
             self._settled.set()
@@ -463,9 +468,13 @@ class Hub:
 
         Return the seconds the queries took.
         """
-        catch_up: dict[int, int] = {}
+        catch_up: dict[int, tuple[int, int]] = {}
         if self._settled.is_set():
-            catch_up = {u: h for u, h in self._new_users.items() if h is not None}
+            catch_up = {
+                user_id: (after, up_to)
+                for user_id, (after, up_to) in self._new_users.items()
+                if up_to is not None
+            }
             for user_id in catch_up:
                 del self._new_users[user_id]
         normal, late = self._to_hand, self._late_to_hand
@@ -481,6 +490,9 @@ class Hub:
             raise
         self._to_hand, self._late_to_hand = [], []
         self.stats.claimed += len(handed.claimed)
+        for notification in [*handed.caught_up, *handed.rows]:
+            if notification.pk in handed.claimed:
+                self._claimed_here.add(notification)
         late_ids = {pk for pk, _ in late}
         nobody = self._hand(handed.caught_up, to_every_stream=True)
         nobody += self._hand((n for n in handed.rows if n.pk in late_ids), to_every_stream=True)
@@ -496,15 +508,19 @@ class Hub:
     ) -> list[Notification]:
         """Push each notification to its user's streams; return those no stream took.
 
-        A row passing the position goes to the streams that subscribed before it passed and
-        whose cursor is below it; a late row or a catch-up to every stream of the user (each
-        stream leaves out what its replay sent).
+        A row passing the position goes to the streams that subscribed before it passed; a
+        late row or a catch-up to every stream of the user; either only where it is above the
+        stream's cursor (and a stream leaves out what its replay sent).
         """
         nobody = []
         for notification in notifications:
             taken = False
             for subscription in self._subscriptions.get(notification.user_id, ()):
-                if to_every_stream or subscription.wants(notification.pk):
+                if (
+                    subscription.lacks(notification.pk)
+                    if to_every_stream
+                    else subscription.wants(notification.pk)
+                ):
                     subscription.push(notification)
                     taken = True
             if taken:

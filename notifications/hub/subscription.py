@@ -20,6 +20,8 @@ class Subscription:
         # The hub's position when the stream subscribed (None until the hub knows it): rows
         # up to it are the replay's, rows above it come live.
         self.horizon: int | None = None
+        # What the stream's replay sent: never queued again.
+        self.replayed: set[int] = set()
         self.closed = False
         # Set when the stream's generator runs; see admission.stale_unstarted().
         self.started = False
@@ -29,16 +31,27 @@ class Subscription:
 
     def wants(self, pk: int) -> bool:
         """Whether a row that passes the hub's position now is this stream's to send live."""
-        return (
-            self.horizon is not None
-            and pk > self.horizon
-            and (self.after is None or pk > self.after)
-        )
+        return self.horizon is not None and pk > self.horizon and self.lacks(pk)
+
+    def lacks(self, pk: int) -> bool:
+        """Whether the stream's client may lack this row: it is above the stream's cursor.
+
+        For rows handed out of order (a catch-up, a row committed late): the client has every
+        row up to its cursor, and the contract sends only greater ids after it.
+        """
+        return self.after is None or pk > self.after
 
     def push(self, notification: Notification) -> None:
-        if not self.closed:
+        """Queue a row to send, unless the stream's replay sent it already."""
+        if not self.closed and notification.pk not in self.replayed:
             self._items.append(notification)
             self._ready.set()
+
+    def mark_replayed(self, ids: set[int]) -> None:
+        """Note what the replay sent, and drop those rows from the queue."""
+        self.replayed |= ids
+        if any(n.pk in ids for n in self._items):
+            self._items = deque(n for n in self._items if n.pk not in ids)
 
     def close(self) -> list[Notification]:
         """End the subscription; return what it held and will now never send."""
