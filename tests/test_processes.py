@@ -200,7 +200,9 @@ async def test_behind_pgbouncer_without_a_listen_url_one_warning_and_the_poll_de
     log = pooled_server.log
     async with http_client(pooled_server, key) as http:
         async with StreamReader(http) as stream:
-            await wait_until(lambda: LISTEN_WARNING in log.read_text(), what="the warning")
+            await wait_until(
+                lambda: LISTEN_WARNING in log.read_text(), timeout=30, what="the warning"
+            )
             sent = await create(alice, "polled")
             assert await received_ids(stream, 1) == [sent]
             assert not await metrics_value(pooled_server, "listening")
