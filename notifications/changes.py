@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import timedelta
+from functools import reduce
+from operator import or_
 
-from django.db.models import Count, QuerySet
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from . import conf
 from .models import Change, Notification
 from .queries import database_alias
+
+# Id ranges per query when gaps are read again.
+RANGES_PER_QUERY = 200
 
 # Users per count query: far below SQLite's and PostgreSQL's limits on bound parameters.
 USERS_PER_QUERY = 500
@@ -54,6 +60,47 @@ def latest_id() -> int:
 def after(cursor: int, limit: int) -> list[Change]:
     """Return the changes with an id above `cursor`, oldest first, at most `limit`."""
     return list(_changes().filter(pk__gt=cursor).order_by("pk")[:limit])
+
+
+def in_ranges(ranges: Sequence[tuple[int, int]]) -> list[Change]:
+    """Return the changes visible now with an id in one of these (inclusive) ranges."""
+    found: list[Change] = []
+    for start in range(0, len(ranges), RANGES_PER_QUERY):
+        chunk = ranges[start : start + RANGES_PER_QUERY]
+        where = reduce(or_, (Q(pk__range=bounds) for bounds in chunk))
+        found.extend(_changes().filter(where).order_by("pk"))
+    return found
+
+
+def writers() -> frozenset[str]:
+    """Return the transactions writing to the change log now (PostgreSQL; elsewhere none).
+
+    Those holding RowExclusiveLock on its table, this connection's excepted: an INSERT takes
+    it before it allocates its id and keeps it until its transaction ends, so a change with an
+    id that is not visible yet belongs to one of them, or never commits.
+    """
+    alias = database_alias()
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return frozenset()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT virtualtransaction FROM pg_locks "
+            "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
+            [connection.ops.quote_name(Change._meta.db_table)],
+        )
+        return frozenset(row[0] for row in cursor.fetchall())
+
+
+def ids_can_commit_out_of_order() -> bool:
+    """Whether a change can become visible after one with a higher id (PostgreSQL: yes).
+
+    SQLite allocates an id under the database's write lock and commits or rolls back before
+    the next insert starts, so a gap there never fills.
+    """
+    return connections[database_alias()].vendor == "postgresql"
 
 
 def prune() -> int:
