@@ -25,10 +25,6 @@ def encode(notification: Notification) -> str:
     return sse.event(data, id=notification.pk, event=EVENT_NAME)
 
 
-def _encode_all(notifications: Iterable[Notification]) -> str:
-    return "".join(encode(n) for n in notifications)
-
-
 class NotificationStream:
     """A stream response's body: the generator below, plus a `close()` that frees its place.
 
@@ -36,11 +32,11 @@ class NotificationStream:
     generator ever ran (its `finally` then never runs). Closing twice is harmless.
     """
 
-    def __init__(self, hub: Hub, subscription: Subscription, *, last_event_id: int | None) -> None:
+    def __init__(self, hub: Hub, subscription: Subscription) -> None:
         self._hub = hub
         self._subscription = subscription
         self._loop = asyncio.get_running_loop()
-        self._iterator = notification_stream(hub, subscription, last_event_id=last_event_id)
+        self._iterator = notification_stream(hub, subscription)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iterator
@@ -51,15 +47,18 @@ class NotificationStream:
             self._loop.call_soon_threadsafe(self._hub.unsubscribe, self._subscription)
 
 
-async def notification_stream(
-    hub: Hub, subscription: Subscription, *, last_event_id: int | None = None
-) -> AsyncIterator[str]:
-    """Yield the subscription's notifications as SSE: replay after `last_event_id`, then live.
+async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIterator[str]:
+    """Yield the subscription's notifications as SSE: replay after its cursor, then live.
 
-    Subscribed first and replaying second, so a row created in between is not missed; a row
-    both replayed and claimed live is sent once. Ends when the hub ends the subscription (the
-    session ended), and after `NOTIFICATIONS_STREAM_MAX_BYTES` (the client reconnects with its
-    Last-Event-ID); on a client disconnect Django cancels it and the `finally` unsubscribes.
+    Subscribed first and replaying second: the replay covers the rows after the cursor up to
+    the hub's position when the stream subscribed, live delivery what passes it after, so a
+    row is sent once and a resumed stream never jumps an id still to commit. Events go out in
+    id order; a row sent after a higher id (one committed late, a catch-up) is followed by a
+    bare `id:` field that sets the browser's Last-Event-ID back to the highest id sent.
+
+    Ends when the hub ends the subscription (the session ended), and after
+    `NOTIFICATIONS_STREAM_MAX_BYTES` (the client reconnects with its Last-Event-ID); on a
+    client disconnect Django cancels it and the `finally` unsubscribes.
     """
     started = time.monotonic()
     sent_events = 0
@@ -68,15 +67,20 @@ async def notification_stream(
     subscription.started = True
     logger.info("Stream opened: user %s", subscription.user_id)
     try:
+        # A stream that opens as the poll starts waits for the poll's first query (ms), so
+        # that what commits once its client sees it open comes live.
+        with contextlib.suppress(TimeoutError):
+            await hub.placed(subscription)
         # daphne sends the status line and headers only with the first body chunk.
         yield sse.retry(conf.retry_milliseconds())
         if subscription.closed:
             reason = "refused"
             return
         replayed: set[int] = set()
-        if last_event_id is not None:
+        highest = subscription.after or 0
+        if subscription.after is not None:
             try:
-                rows = await hub.replay(subscription, last_event_id, conf.replay_limit())
+                rows = await hub.replay(subscription, subscription.after, conf.replay_limit())
             except (DatabaseError, TimeoutError):
                 # Ending lets the client reconnect with the same cursor once the database
                 # answers again; nothing has been sent, so nothing is skipped.
@@ -92,7 +96,7 @@ async def notification_stream(
                 return
             replayed = {n.pk for n in rows}
             if rows:
-                chunk = _encode_all(rows)
+                chunk, highest = _encode_in_order(rows, highest)
                 sent_events += len(rows)
                 sent_bytes += len(chunk.encode())
                 yield chunk
@@ -115,7 +119,7 @@ async def notification_stream(
                 continue
             fresh = [n for n in batch if n.pk not in replayed]
             if fresh:
-                chunk = _encode_all(fresh)
+                chunk, highest = _encode_in_order(fresh, highest)
                 sent_events += len(fresh)
                 sent_bytes += len(chunk.encode())
                 yield chunk
@@ -128,3 +132,18 @@ async def notification_stream(
             sent_events,
             reason,
         )
+
+
+def _encode_in_order(notifications: Iterable[Notification], highest: int) -> tuple[str, int]:
+    """Return the events for these notifications in id order, and the highest id sent so far.
+
+    The client's Last-Event-ID must stay the highest id it has: it resumes from there, and
+    everything below it has been sent. After a row with a lower id, a bare `id:` field sets it
+    back. The HTML Standard (9.2.6, "dispatch the event") sets the last event ID string from
+    the id buffer first, then returns without an event when the data buffer is empty.
+    """
+    ordered = sorted(notifications, key=lambda n: n.pk)
+    chunk = "".join(encode(n) for n in ordered)
+    if ordered and ordered[-1].pk < highest:
+        chunk += sse.last_event_id(highest)
+    return chunk, max(highest, ordered[-1].pk) if ordered else highest

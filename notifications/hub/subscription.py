@@ -1,4 +1,4 @@
-"""One stream's place in a hub: the notifications claimed for it, waiting to be sent."""
+"""One stream's place in a hub: the notifications handed to it, waiting to be sent."""
 
 from __future__ import annotations
 
@@ -10,17 +10,30 @@ from ..models import Notification
 
 
 class Subscription:
-    """One stream's place in the hub: the notifications claimed for it, waiting to be sent."""
+    """One stream's place in the hub: the notifications handed to it, waiting to be sent."""
 
-    def __init__(self, user_id: int, session_key: str) -> None:
+    def __init__(self, user_id: int, session_key: str, *, after: int | None = None) -> None:
         self.user_id = user_id
         self.session_key = session_key
+        # The stream's cursor (Last-Event-ID): its client has every notification up to it.
+        self.after = after
+        # The hub's position when the stream subscribed (None until the hub knows it): rows
+        # up to it are the replay's, rows above it come live.
+        self.horizon: int | None = None
         self.closed = False
         # Set when the stream's generator runs; see admission.stale_unstarted().
         self.started = False
         self.created = time.monotonic()
         self._items: deque[Notification] = deque()
         self._ready = asyncio.Event()
+
+    def wants(self, pk: int) -> bool:
+        """Whether a row that passes the hub's position now is this stream's to send live."""
+        return (
+            self.horizon is not None
+            and pk > self.horizon
+            and (self.after is None or pk > self.after)
+        )
 
     def push(self, notification: Notification) -> None:
         if not self.closed:
