@@ -62,6 +62,13 @@ def after(cursor: int, limit: int) -> list[Change]:
     return list(_changes().filter(pk__gt=cursor).order_by("pk")[:limit])
 
 
+def ids_between(low: int, high: int) -> list[int]:
+    """Return the ids of the changes visible now from `low` to `high` (inclusive), in order."""
+    return list(
+        _changes().filter(pk__range=(low, high)).order_by("pk").values_list("pk", flat=True)
+    )
+
+
 def in_ranges(ranges: Sequence[tuple[int, int]]) -> list[Change]:
     """Return the changes visible now with an id in one of these (inclusive) ranges."""
     found: list[Change] = []
@@ -110,11 +117,16 @@ def prune() -> int:
     return count
 
 
-def unread_counts(user_ids: Collection[int]) -> dict[int, int]:
-    """Return the unread count of each of these users (0 for those with none unread)."""
+def unread_counts(user_ids: Collection[int], *, up_to: int | None = None) -> dict[int, int]:
+    """Return the unread count of each of these users (0 for those with none unread).
+
+    `up_to`: count only notifications with an id up to it (those a hub has handed out).
+    """
     counts = dict.fromkeys(user_ids, 0)
     users = sorted(counts)
     unread = Notification.objects.using(database_alias()).filter(read_at__isnull=True)
+    if up_to is not None:
+        unread = unread.filter(pk__lte=up_to)
     for start in range(0, len(users), USERS_PER_QUERY):
         chunk = users[start : start + USERS_PER_QUERY]
         rows = (

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 
 from django.db import DatabaseError
 
 from . import conf, payload, sse
 from .hub import Hub, Subscription
+from .hub.change_events import ChangeEvent
+from .hub.subscription import Item
 from .models import Notification
 
 logger = logging.getLogger(__name__)
@@ -117,10 +119,9 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 sent_bytes += len(comment)
                 yield comment
                 continue
-            fresh = [n for n in batch if n.pk not in replayed]
-            if fresh:
-                chunk, highest = _encode_in_order(fresh, highest)
-                sent_events += len(fresh)
+            chunk, highest, count = _encode_batch(batch, highest, replayed)
+            if chunk:
+                sent_events += count
                 sent_bytes += len(chunk.encode())
                 yield chunk
     finally:
@@ -132,6 +133,43 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
             sent_events,
             reason,
         )
+
+
+def encode_change(event: ChangeEvent) -> str:
+    """Return the SSE event for a read or deleted change: named, with no id.
+
+    No `id:` field, so the browser's Last-Event-ID stays the id of the last notification: the
+    HTML Standard (9.2.6) sets the last event ID only from an `id:` field, and an event without
+    one keeps it. A resume after a change event therefore replays from the right place.
+    """
+    return sse.event(sse.json_data(event.data), event=event.name)
+
+
+def _encode_batch(
+    batch: Iterable[Item], highest: int, replayed: Container[int]
+) -> tuple[str, int, int]:
+    """Return the events for a batch in the order it was handed over, the highest id sent,
+    and how many events there are.
+
+    Order matters: a change event's unread count covers the notifications handed before it.
+    """
+    parts: list[str] = []
+    run: list[Notification] = []
+    count = 0
+    for item in [*batch, None]:
+        if isinstance(item, Notification):
+            if item.pk not in replayed:
+                run.append(item)
+            continue
+        if run:
+            chunk, highest = _encode_in_order(run, highest)
+            parts.append(chunk)
+            count += len(run)
+            run = []
+        if item is not None:
+            parts.append(encode_change(item))
+            count += 1
+    return "".join(parts), highest, count
 
 
 def _encode_in_order(notifications: Iterable[Notification], highest: int) -> tuple[str, int]:

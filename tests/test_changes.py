@@ -97,3 +97,8 @@ def test_unread_counts_for_more_users_than_one_query_takes(alice: AbstractUser) 
     counts = changes.unread_counts(users)
     assert len(counts) == len(users)
     assert counts[alice.pk] == 1
+
+
+def test_unread_counts_up_to_an_id(alice: AbstractUser) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    assert changes.unread_counts([alice.pk], up_to=rows[1].pk) == {alice.pk: 2}
