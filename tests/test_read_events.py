@@ -93,6 +93,8 @@ async def test_marking_read_through_the_api_reaches_the_stream_within_a_second(
             "newest": third,
             "unread": 0,
         }
+        metrics = (await http.get("/metrics", params={"format": "json"})).json()
+        assert metrics["change_events"] >= 2
 
 
 async def test_a_deletion_by_another_process_reaches_the_stream_within_a_second(
