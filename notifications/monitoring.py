@@ -145,6 +145,12 @@ _PROMETHEUS_METRICS = [
     ("notifications_holes", "gauge", "Ids not committed yet that hold rows back.", "holes"),
     ("notifications_listening", "gauge", "1 while a LISTEN connection listens.", "listening"),
     ("notifications_delivered_total", "counter", "Handed to a stream.", "delivered"),
+    (
+        "notifications_change_events_total",
+        "counter",
+        "Read and deleted events handed to a user's streams.",
+        "change_events",
+    ),
     ("notifications_released_total", "counter", "Claimed, sent nowhere, released.", "released"),
     (
         "notifications_sessions_ended_total",

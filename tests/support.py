@@ -156,6 +156,8 @@ class StreamReader:
     client: httpx.AsyncClient
     path: str = "/notifications/stream/"
     headers: dict[str, str] = field(default_factory=dict)
+    # The event names queued (read and deleted events too, when a test asks for them).
+    names: tuple[str, ...] = ("notification",)
     status: int | None = None
     response_headers: httpx.Headers | None = None
     events: asyncio.Queue[ServerSentEvent] = field(default_factory=asyncio.Queue)
@@ -183,7 +185,7 @@ class StreamReader:
                 if self.status != 200:
                     return
                 async for event in source.aiter_sse():
-                    if event.event == "notification":
+                    if event.event in self.names:
                         await self.events.put(event)
         finally:
             self.opened.set()

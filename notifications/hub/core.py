@@ -31,6 +31,8 @@ from ..models import Notification
 from . import worker
 from .admission import StreamRefused, check_caps, sweep_unstarted
 from .authentication import Authenticator
+from .change_events import ChangeEvent
+from .change_feed import ChangeFeed
 from .gcfreeze import keep_long_lived_out_of_gc
 from .horizon import Horizon, Row
 from .session_checks import SessionChecker
@@ -47,6 +49,10 @@ T = TypeVar("T")
 # Least seconds between two polls, so a burst of wake-ups is read in few queries; after a poll
 # whose queries took long (a large burst), twice their duration.
 MIN_POLL_GAP = 0.01
+
+# Most seconds between two reads of the change log while nothing wakes the hub: a safety net
+# for a wake-up missed (a LISTEN connection that dropped and is being reopened).
+CHANGES_FALLBACK = 10.0
 
 # Seconds between two polls while a hole holds rows back, or the start is not settled yet:
 # a hole whose transaction rolled back sends no NOTIFY.
@@ -153,6 +159,11 @@ class Hub:
         # still to be fetched and handed out; kept when that fails, for the next poll.
         self._to_hand: list[Row] = []
         self._late_to_hand: list[Row] = []
+        # The change log (read and deleted notifications): read at a poll that a wake-up
+        # caused, at every poll while wake-ups may be missed, and every CHANGES_FALLBACK.
+        self._changes = ChangeFeed()
+        self._changes_due = True
+        self._next_changes_read = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._worker = Worker(self.stats)
@@ -298,6 +309,7 @@ class Hub:
     def wake(self) -> None:
         """Poll now instead of at the end of the interval."""
         self.stats.wakes += 1
+        self._changes_due = True
         self._wake.set()
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -375,6 +387,8 @@ class Hub:
             self._new_users.clear()
             self._to_hand.clear()
             self._late_to_hand.clear()
+            self._changes.reset()
+            self._changes_due = True
 
     async def _check_sessions_regularly(self) -> None:
         outage = _Outage("Session check")
@@ -437,8 +451,40 @@ class Hub:
         self._to_hand.extend(row for row in passed if row[1] in self._subscriptions)
         self._late_to_hand.extend(row for row in late if row[1] in self._subscriptions)
         seconds = read.seconds + await self._hand_out()
+        more_changes = False
+        if self._changes_wanted():
+            # After the notifications: an event's unread count covers what was handed out.
+            started = time.monotonic()
+            self._changes_due = False
+            self._next_changes_read = started + CHANGES_FALLBACK
+            try:
+                changed = await self.run(
+                    self._changes.read, frozenset(self._subscriptions), up_to=horizon.position
+                )
+            except BaseException:
+                self._changes_due = True
+                raise
+            self._hand_change_events(changed.events)
+            # A wake-up that came during the read has set _changes_due again: keep it.
+            more_changes = changed.more
+            self._changes_due = self._changes_due or more_changes
+            seconds += time.monotonic() - started
         self._query_seconds = seconds
-        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release)
+        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release) or more_changes
+
+    def _changes_wanted(self) -> bool:
+        """Whether this poll reads the change log too.
+
+        A change that commits wakes the hubs like a new row does (its insert trigger NOTIFYs
+        on PostgreSQL; SQLite's data_version moves; a change made in this process wakes its
+        hubs itself), so an idle poll that nothing woke costs the one scan of notifications.
+        While wake-ups may be missed (PostgreSQL without a working LISTEN, another database),
+        every poll reads it.
+        """
+        if self._changes_due or time.monotonic() >= self._next_changes_read:
+            return True
+        vendor = connections[queries.database_alias()].vendor
+        return not (vendor == "sqlite" or (vendor == "postgresql" and self.listening))
 
     async def _start(self) -> Horizon:
         """Start the cursor at the newest id; streams subscribed so far take it as horizon."""
@@ -502,6 +548,14 @@ class Hub:
         # Claimed here for a user whose last stream closed meanwhile: it goes back.
         self._to_release.extend(n.pk for n in nobody if n.pk in handed.claimed)
         return handed.seconds
+
+    def _hand_change_events(self, events: Mapping[int, list[ChangeEvent]]) -> None:
+        """Push each user's read and deleted events to every stream of theirs."""
+        for user_id, user_events in events.items():
+            for subscription in self._subscriptions.get(user_id, ()):
+                for event in user_events:
+                    subscription.push(event)
+            self.stats.change_events += len(user_events)
 
     def _hand(
         self, notifications: Iterable[Notification], *, to_every_stream: bool
