@@ -66,13 +66,30 @@ async def browser() -> AsyncIterator[Any]:
             await browser.close()
 
 
+# What the browser logs for a refused or failed request (the tests cause 403s, 429s and
+# outages on purpose); anything else logged as an error fails the test.
+NETWORK_ERROR = re.compile(r"^Failed to load resource: |net::ERR_")
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def context(browser: Any) -> AsyncIterator[Any]:
     context = await browser.new_context()
+    errors: list[str] = []
+
+    def watch(page: Any) -> None:
+        def logged(message: Any) -> None:
+            if message.type == "error" and not NETWORK_ERROR.search(message.text):
+                errors.append(f"{page.url}: {message.text}")
+
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+        page.on("console", logged)
+
+    context.on("page", watch)
     try:
         yield context
     finally:
         await context.close()
+    assert errors == [], "the pages logged errors"
 
 
 @pytest.fixture
