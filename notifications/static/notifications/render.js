@@ -30,17 +30,23 @@ export function levelOf(value) {
   return Object.hasOwn(LEVELS, value) ? value : 'info';
 }
 
-// The link to follow, or null: only http(s) URLs and URLs relative to this site become links,
-// whatever the server sent (it refuses other schemes too).
+// The link to follow, or null: only absolute http(s) URLs and paths on this site (one leading
+// slash) become links, whatever the server sent (it refuses everything else too). Whitespace,
+// control characters and backslashes, which URL parsers drop or reinterpret, refuse the link.
+const UNSAFE_CHARACTER = /[\s\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\\]/;
+
 export function safeHref(url) {
-  if (typeof url !== 'string' || url.trim() === '') return null;
+  if (typeof url !== 'string' || url === '' || UNSAFE_CHARACTER.test(url)) return null;
+  const sitePath = url.startsWith('/') && !url.startsWith('//');
+  if (!sitePath && !/^https?:\/\//i.test(url)) return null;
   let parsed;
   try {
     parsed = new URL(url, document.baseURI);
   } catch {
     return null;
   }
-  return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null;
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return null;
+  return sitePath ? url : parsed.href;
 }
 
 // A payload from the stream, the API or a relay, with every field of the expected type.
