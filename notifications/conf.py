@@ -86,3 +86,8 @@ def change_check_interval() -> float:
 def gc_freeze() -> bool:
     """Whether the hub keeps the streams' long-lived objects out of full garbage collections."""
     return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", True))
+
+
+def change_retention() -> float:
+    """Seconds a read or deleted change stays in the change log before it is pruned."""
+    return float(getattr(settings, "NOTIFICATIONS_CHANGE_RETENTION", 600.0))
