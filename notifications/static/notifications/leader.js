@@ -148,10 +148,11 @@ class Feed {
     this.emit({ type: 'unread', count });
   }
 
-  // A change this tab made through the API ({ids | all, unread}): shown here at once; the
-  // stream's event brings it to the other tabs and devices.
+  // A change this tab made through the API ({ids | all, unread}): shown in this browser's
+  // tabs at once; the stream's event brings it to other devices (and here again, harmlessly).
   applyLocally(type, data) {
     this.apply(type, data);
+    this.publish({ type, data });
   }
 
   // --- Events --------------------------------------------------------------------------

@@ -10,13 +10,14 @@ import { ApiError, listNotifications, markRead } from './api.js';
 import { desktopControls, watchDesktop } from './desktop.js';
 import { openFeed } from './leader.js';
 import {
+  eventIds,
   listItem,
   normalize,
-  notificationId,
   placeById,
   refreshTimes,
   safeHref,
   setListItemRead,
+  toId,
 } from './render.js';
 
 const HIGHLIGHT_MS = 3000;
@@ -118,26 +119,22 @@ function main() {
     }
   }
 
-  function ids(data) {
-    return new Set((Array.isArray(data.ids) ? data.ids : []).map(notificationId).filter(Boolean));
-  }
-
   function markShownRead(data) {
     if (data.all === true) {
-      const newest = notificationId({ id: data.newest }) || Infinity;
+      const newest = toId(data.newest) || Infinity;
       for (const li of items()) {
         if (Number(li.dataset.id) <= newest) setListItemRead(li, true, { canMarkRead });
       }
       return;
     }
-    for (const id of ids(data)) {
+    for (const id of eventIds(data)) {
       const li = item(id);
       if (li) setListItemRead(li, true, { canMarkRead });
     }
   }
 
   function deleted(data) {
-    for (const id of ids(data)) item(id)?.remove();
+    for (const id of eventIds(data)) item(id)?.remove();
     updateEmpty();
     if (older && !older.querySelector('li')) {
       older.hidden = true;

@@ -20,10 +20,20 @@ const UNITS = [
   ['minute', 60],
 ];
 
+// The value as a notification id, or 0 when it cannot be one.
+export function toId(value) {
+  const id = typeof value === 'number' || typeof value === 'string' ? Number(value) : NaN;
+  return Number.isSafeInteger(id) && id > 0 ? id : 0;
+}
+
 // The notification's id, or 0 when the payload has none that can be one.
 export function notificationId(payload) {
-  const id = Number(payload && payload.id);
-  return Number.isSafeInteger(id) && id > 0 ? id : 0;
+  return toId(payload?.id);
+}
+
+// The ids of a read or deleted event's data, as a set.
+export function eventIds(data) {
+  return new Set((Array.isArray(data?.ids) ? data.ids : []).map(toId).filter(Boolean));
 }
 
 export function levelOf(value) {
