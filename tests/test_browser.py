@@ -204,6 +204,17 @@ def daphne_on(port: int, log: Path) -> Iterator[DaphneServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def host_server(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaphneServer]:
+    """A site of its own whose one page only loads the bell (tests/host_site)."""
+    env = server_env(DJANGO_SETTINGS_MODULE="tests.host_site.settings")
+    log = tmp_path_factory.mktemp("host") / "daphne.log"
+    with start_daphne(env, log) as server:
+        yield server
+
+
 # --- Tests -----------------------------------------------------------------------------------
 
 
@@ -665,3 +676,226 @@ async def test_opening_a_link_marks_it_read_then_follows_it_in_the_same_tab(
     assert len(context.pages) == 1
     assert await read_ids(dave) == {linked.pk}
     assert await page.locator(f"li[data-id='{linked.pk}'].is-unread").count() == 0
+
+
+# --- The bell -------------------------------------------------------------------------------
+
+BELL = ".notifications-bell"
+BELL_BUTTON = ".notifications-bell-button"
+BELL_MENU = ".notifications-bell-menu"
+
+
+async def wait_bell_live(page: Any, timeout: float = 10) -> None:
+    await page.wait_for_selector(f"{BELL}[data-state=live]", timeout=timeout * MS)
+
+
+async def bell_count(page: Any) -> str:
+    """The count as the button's accessible name says it ("" when the badge is hidden)."""
+    if await page.locator(".notifications-bell-count").is_hidden():
+        return ""
+    label: str = await page.text_content(".notifications-bell-label")
+    return label
+
+
+async def focused(page: Any) -> str:
+    text: str = await page.evaluate(
+        "document.activeElement.querySelector('.notifications-bell-text')?.textContent"
+        " ?? document.activeElement.textContent.trim()"
+    )
+    return text
+
+
+async def test_the_bell_on_a_plain_host_page_is_live_and_marks_read_as_opened(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    older = await Notification.objects.acreate(user=dave, text="From before", level="warning")
+    await sign_in(context, host_server.url, dave)
+    page = await open_page(context, host_server.url)
+    await wait_bell_live(page)
+    # Nothing of the app's in the host's head; the bell brought its stylesheet.
+    assert await page.locator("head link, head script").count() == 0
+    assert (
+        await page.evaluate(f"getComputedStyle(document.querySelector('{BELL_MENU}')).position")
+        == "absolute"
+    )
+    assert await bell_count(page) == ", 1 unread"
+
+    live = await Notification.objects.acreate(
+        user=dave, text="<img src=x onerror=alert(1)>", level="error"
+    )
+    await page.locator(f"{BELL} [data-id='{live.pk}']").wait_for(state="attached", timeout=5 * MS)
+    await page.locator(".notifications-bell-label", has_text=", 2 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    assert await page.get_attribute(BELL_BUTTON, "aria-expanded") == "false"
+
+    await page.click(BELL_BUTTON)
+    await page.locator(BELL_MENU).wait_for(timeout=5 * MS)
+    # The newest first; its markup stays text.
+    assert await focused(page) == live.text
+    assert await page.locator(f"{BELL_MENU} img").count() == 0
+    assert (
+        await page.get_attribute(
+            f"{BELL} [data-id='{older.pk}'] .notifications-level", "data-level"
+        )
+        == "warning"
+    )
+    await page.keyboard.press("Enter")
+    # Opened: marked read, the menu closed, the keyboard back on the button.
+    await page.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    assert await read_ids(dave) == {live.pk}
+    assert await page.get_attribute(BELL_BUTTON, "aria-expanded") == "false"
+    assert await page.evaluate(
+        "document.activeElement.classList.contains('notifications-bell-button')"
+    )
+    item = page.locator(f"{BELL} [data-id='{live.pk}']")
+    assert "is-unread" not in (await item.get_attribute("class") or "")
+
+    await page.click(BELL_BUTTON)
+    await page.click(f"{BELL_MENU} [data-action=mark-all-read]")
+    await page.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+    assert await read_ids(dave) == {live.pk, older.pk}
+    await page.click(BELL_BUTTON)
+    assert await page.get_attribute(
+        f"{BELL_MENU} [data-action=mark-all-read]", "aria-disabled"
+    ) == ("true")
+
+
+async def test_the_bell_follows_the_menu_button_keyboard_pattern(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    texts = ["alpha", "bravo", "charlie"]
+    for text in texts:
+        await Notification.objects.acreate(user=dave, text=text)
+    await sign_in(context, host_server.url, dave)
+    page = await open_page(context, host_server.url)
+    await wait_bell_live(page)
+    button = page.locator(BELL_BUTTON)
+    assert await button.get_attribute("aria-haspopup") == "menu"
+    menu_id = await button.get_attribute("aria-controls")
+    menu = page.locator(f"#{menu_id}")
+    assert await menu.get_attribute("role") == "menu"
+    assert await menu.get_attribute("aria-labelledby") == await button.get_attribute("id")
+    assert await menu.is_hidden()
+    # The button's name says what it is and how many are unread.
+    assert await button.evaluate("b => b.textContent.replace(/\\s+/g, ' ').trim()") == (
+        "Notifications 3, 3 unread"
+    )
+    names = ["charlie", "bravo", "alpha", "Mark all read", "All notifications"]
+
+    await button.focus()
+    await page.keyboard.press("ArrowDown")
+    assert await button.get_attribute("aria-expanded") == "true"
+    assert await focused(page) == names[0]
+    for name in names[1:]:
+        await page.keyboard.press("ArrowDown")
+        assert await focused(page) == name
+    await page.keyboard.press("ArrowDown")
+    assert await focused(page) == names[0], "ArrowDown wraps to the first item"
+    await page.keyboard.press("ArrowUp")
+    assert await focused(page) == names[-1], "ArrowUp wraps to the last item"
+    await page.keyboard.press("Home")
+    assert await focused(page) == names[0]
+    await page.keyboard.press("End")
+    assert await focused(page) == names[-1]
+    await page.keyboard.press("b")
+    assert await focused(page) == "bravo", "a typed character moves to the item it starts"
+    await page.keyboard.press("Escape")
+    assert await menu.is_hidden()
+    assert await button.get_attribute("aria-expanded") == "false"
+    assert await page.evaluate("document.activeElement.id") == await button.get_attribute("id")
+
+    await page.keyboard.press("ArrowUp")
+    assert await focused(page) == names[-1], "ArrowUp on the button opens on the last item"
+    await page.keyboard.press("Escape")
+    for key in ("Enter", " "):
+        await page.keyboard.press(key)
+        assert await focused(page) == names[0], f"{key!r} on the button opens on the first item"
+        await page.keyboard.press("Escape")
+    # Tab leaves the menu closed; a click elsewhere closes it too.
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    assert await menu.is_hidden()
+    await button.click()
+    assert await menu.is_visible()
+    await page.click("main p")
+    assert await menu.is_hidden()
+    # Nothing was opened: nothing was marked read.
+    assert await read_ids(dave) == set()
+
+
+async def test_the_bell_and_the_page_in_two_tabs_share_one_stream(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    await sign_in(context, host_server.url, dave)
+    host = await open_page(context, host_server.url)
+    page = await context.new_page()
+    await page.goto(f"{host_server.url}/notifications/")
+    await wait_bell_live(host)
+    await wait_live(page)
+    # The bell's tab came first and holds the stream; the page follows it.
+    assert await host.get_attribute(BELL, "data-role") == "leader"
+    assert await page.get_attribute("#connection", "data-role") == "follower"
+
+    before = bytes_sent_by_port(host_server.port)
+    arrived = await Notification.objects.acreate(user=dave, text="to the bell and the page")
+    await page.locator(f"#notifications li[data-id='{arrived.pk}']").wait_for(timeout=5 * MS)
+    await host.locator(f"{BELL} [data-id='{arrived.pk}']").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    # One connection carried it to both tabs.
+    assert len(streams_that_sent(before, bytes_sent_by_port(host_server.port))) == 1
+    await host.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+
+    # Marked read on the page: the bell in the other tab follows.
+    await page.click(f"li[data-id='{arrived.pk}'] .mark-read")
+    await host.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+    item = host.locator(f"{BELL} [data-id='{arrived.pk}']")
+    assert "is-unread" not in (await item.get_attribute("class") or "")
+
+    # The page's tab leaves; the bell's tab carries on with the stream.
+    await page.close()
+    after = await Notification.objects.acreate(user=dave, text="after the page left")
+    await host.locator(f"{BELL} [data-id='{after.pk}']").wait_for(state="attached", timeout=10 * MS)
+
+
+async def test_screenshots_of_the_bell_open_light_and_dark(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    now = timezone.now()
+    for text, level, url, age, read in (
+        ("Weekly report is ready to download", "info", "/notifications/", timedelta(hours=3), True),
+        ("Deployed v2.4.1 to production", "success", None, timedelta(minutes=40), True),
+        (
+            "Disk almost full on db-2 (92%)",
+            "warning",
+            "/notifications/",
+            timedelta(minutes=12),
+            False,
+        ),
+    ):
+        n = await Notification.objects.acreate(user=dave, text=text, level=level, url=url or "")
+        await Notification.objects.filter(pk=n.pk).aupdate(
+            created=now - age, read_at=now if read else None
+        )
+    await sign_in(context, daphne_server.url, dave)
+    page = await context.new_page()
+    await page.set_viewport_size({"width": 900, "height": 620})
+    await page.goto(f"{daphne_server.url}/")
+    await wait_live(page)
+    await Notification.objects.acreate(
+        user=dave, text="Build #1024 failed: 3 tests", level="error", url="/notifications/"
+    )
+    await page.locator(".notifications-bell-label", has_text=", 2 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    await page.click(BELL_BUTTON)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        await page.screenshot(path=ARTIFACTS / f"bell-{scheme}.png")
+    assert await page.locator(f"{BELL_MENU} .notifications-bell-item").count() == 4

@@ -147,12 +147,13 @@ export function textContent(notification, className) {
   return p;
 }
 
-// Insert an element carrying data-id into a list kept newest first. Ids are not always
-// committed in order, so place by id rather than always on top.
-export function placeById(list, element, id) {
+// Insert an element into a list kept newest first, where `idOf` reads a child's id (its
+// data-id by default). Ids are not always committed in order, so place by id rather than
+// always on top.
+export function placeById(list, element, id, idOf = (child) => Number(child.dataset.id)) {
   let before = null;
   for (const other of list.children) {
-    const otherId = Number(other.dataset.id);
+    const otherId = idOf(other);
     if (otherId && otherId < id) {
       before = other;
       break;
@@ -200,4 +201,39 @@ export function setListItemRead(li, read, { canMarkRead }) {
   const text = li.querySelector('.text');
   if (text?.id) button.setAttribute('aria-describedby', text.id);
   meta.append(button);
+}
+
+// One notification in the bell's menu: a menu item (a link when it has one) holding the
+// level, the text, the time and, while unread, a visible "Unread".
+export function menuItem(notification) {
+  const href = safeHref(notification.url);
+  const item = document.createElement(href ? 'a' : 'div');
+  if (href) item.href = href;
+  item.className = 'notifications-bell-item';
+  item.setAttribute('role', 'menuitem');
+  item.tabIndex = -1;
+  item.dataset.id = String(notification.id);
+  const body = document.createElement('span');
+  body.className = 'notifications-bell-body';
+  const text = document.createElement('span');
+  text.className = 'notifications-bell-text';
+  text.textContent = notification.text;
+  const meta = document.createElement('span');
+  meta.className = 'notifications-bell-meta';
+  meta.append(visuallyHidden(', '), timeElement(notification.created));
+  body.append(text, meta);
+  item.append(levelBadge(notification.level), body);
+  setMenuItemRead(item, notification.read);
+  return item;
+}
+
+export function setMenuItemRead(item, read) {
+  item.classList.toggle('is-unread', !read);
+  const meta = item.querySelector('.notifications-bell-meta');
+  meta?.querySelector('.notifications-bell-unread')?.remove();
+  if (read || !meta) return;
+  const label = document.createElement('span');
+  label.className = 'notifications-bell-unread';
+  label.append(visuallyHidden(', '), 'Unread');
+  meta.append(label);
 }
