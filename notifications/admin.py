@@ -7,14 +7,16 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import ForeignKey, QuerySet
+from django.forms import ModelChoiceField
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from . import services
-from .forms import BroadcastForm, SendNotificationForm
+from .forms import BroadcastForm, NotificationForm, SendNotificationForm
 from .models import Notification
+from .widgets import AutocompleteSelect
 
 User = get_user_model()
 
@@ -57,20 +59,58 @@ class UserFilter(admin.SimpleListFilter):
         }
 
 
+class ReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Read"), ("no", "Unread")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(read_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(read_at__isnull=True)
+        return queryset
+
+
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["id", "user", "__str__", "created", "dispatched", "dispatched_at"]
+    list_display = [
+        "id",
+        "user",
+        "__str__",
+        "level",
+        "created",
+        "dispatched",
+        "dispatched_at",
+        "read",
+    ]
     list_display_links = ["id", "__str__"]
-    list_filter = ["dispatched", UserFilter, "created"]
+    list_filter = ["dispatched", ReadFilter, "level", UserFilter, "created"]
     list_select_related = ["user"]
     search_fields = ["text", "user__username", "user__email"]
     date_hierarchy = "created"
     ordering = ["-id"]
     # A search box, not a dropdown of every user on the site.
     autocomplete_fields = ["user"]
-    fields = ["user", "text", "dispatched", "created", "dispatched_at"]
-    readonly_fields = ["created", "dispatched_at"]
+    form = NotificationForm
+    fields = ["user", "text", "url", "level", "dispatched", "created", "dispatched_at", "read_at"]
+    readonly_fields = ["created", "dispatched_at", "read_at"]
     actions = ["send_again"]
+
+    @admin.display(boolean=True, ordering="read_at")
+    def read(self, notification: Notification) -> bool:
+        return notification.read_at is not None
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField | None:  # type: ignore[type-arg]
+        if db_field.name in self.get_autocomplete_fields(request):
+            kwargs.setdefault(
+                "widget", AutocompleteSelect(db_field, self.admin_site, using=kwargs.get("using"))
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.action(
         description="Send again (a new notification with the same text)", permissions=["add"]

@@ -1,4 +1,4 @@
-"""The admin's sending forms. The text rule itself is validation.validate_text, used everywhere."""
+"""The admin's sending forms. The rules themselves are in validation.py, used everywhere."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 
-from .validation import validate_text
+from .models import Notification
+from .validation import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    URL_MAX_LENGTH,
+    validate_level,
+    validate_text,
+    validate_url,
+)
 
 
 class TextField(forms.CharField):
@@ -21,16 +29,50 @@ class TextField(forms.CharField):
         super().__init__(strip=False, validators=[validate_text], **kwargs)
 
 
+class LinkField(forms.CharField):
+    """A notification's optional link, checked by validate_url ("" for none)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("max_length", URL_MAX_LENGTH)
+        kwargs.setdefault("label", "Link")
+        kwargs.setdefault(
+            "help_text", "Optional: an http(s) URL, or a path on this site starting with /."
+        )
+        kwargs.setdefault("widget", forms.TextInput(attrs={"size": 80}))
+        super().__init__(validators=[validate_url], **kwargs)
+
+
+class LevelField(forms.ChoiceField):
+    """A notification's level, checked by validate_level; left out, the default level."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("initial", DEFAULT_LEVEL)
+        kwargs.setdefault("required", False)
+        super().__init__(
+            choices=[(level, level.capitalize()) for level in LEVELS],
+            validators=[validate_level],
+            **kwargs,
+        )
+
+    def clean(self, value: Any) -> str:
+        return str(super().clean(value) or DEFAULT_LEVEL)
+
+
 class SendNotificationForm(forms.Form):
     """The text to send to the users selected on the admin's user list."""
 
     text = TextField()
+    url = LinkField()
+    level = LevelField()
 
 
 class BroadcastForm(forms.Form):
     """A text for every active user, or for the active members of one group."""
 
     text = TextField()
+    url = LinkField()
+    level = LevelField()
     group = forms.ModelChoiceField(
         queryset=Group.objects.order_by("name"),
         required=False,
@@ -51,3 +93,14 @@ class BroadcastForm(forms.Form):
         """Describe the recipients for messages: 'all active users' or 'group "staff"'."""
         group = self.cleaned_data.get("group")
         return "all active users" if group is None else f'the active members of "{group.name}"'
+
+
+class NotificationForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The admin's add and change form: the link and the level are optional, as in the API."""
+
+    url = LinkField()
+    level = LevelField()
+
+    class Meta:
+        model = Notification
+        fields = ["user", "text", "url", "level", "dispatched"]

@@ -382,3 +382,73 @@ def test_broadcast_change_it_goes_back_to_the_filled_in_form(admin_client: Clien
     assert 'id="broadcast-count"' not in back
     assert "Draft</textarea>" in back
     assert not Notification.objects.exists()
+
+
+def add_form(client: Client, **fields: str) -> Any:
+    token = csrf_token(client.get(ADD).content.decode())
+    return client.post(ADD, {"csrfmiddlewaretoken": token, **fields})
+
+
+def test_admin_add_form_takes_a_link_and_a_level(admin_client: Client) -> None:
+    alice = make_user("alice")
+    page = admin_client.get(ADD).content.decode()
+    assert 'name="url"' in page
+    assert 'name="level"' in page
+
+    saved = add_form(
+        admin_client, user=str(alice.pk), text="Invoice", url="/invoices/7", level="warning"
+    )
+
+    assert saved.status_code == 302
+    assert Notification.objects.values_list("url", "level").get() == ("/invoices/7", "warning")
+
+
+def test_admin_add_form_defaults_to_no_link_and_info(admin_client: Client) -> None:
+    alice = make_user("alice")
+    add_form(admin_client, user=str(alice.pk), text="Plain", level="info")
+    assert Notification.objects.values_list("url", "level").get() == ("", "info")
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"url": "javascript:alert(1)"}, "Links with the scheme javascript: are not allowed"),
+        ({"url": "//evil.example/"}, "starts with //"),
+        ({"url": "data:text/html,x"}, "scheme data:"),
+        ({"level": "critical"}, "Select a valid choice"),
+    ],
+)
+def test_admin_add_form_refuses_a_bad_link_or_level(
+    admin_client: Client, fields: dict[str, str], error: str
+) -> None:
+    alice = make_user("alice")
+    refused = add_form(admin_client, **{"user": str(alice.pk), "text": "x", **fields})
+    assert refused.status_code == 200
+    assert error in unescape(refused.content.decode())
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("user", ["abc", "1.5", "-1", "99999999999999999999999", "1 OR 1=1", "[]"])
+def test_admin_add_form_with_a_user_that_is_not_an_id_gets_a_form_error(
+    admin_client: Client, user: str
+) -> None:
+    refused = add_form(admin_client, user=user, text="Hello")
+    assert refused.status_code == 200
+    assert "Select a valid choice" in refused.content.decode()
+    assert not Notification.objects.exists()
+
+
+def test_notification_list_filters_by_read(admin_client: Client) -> None:
+    alice = make_user("alice")
+    Notification.objects.create(user=alice, text="alpha read", read_at=timezone.now())
+    Notification.objects.create(user=alice, text="alpha unread")
+
+    def shown(query: str) -> list[str]:
+        page = admin_client.get(f"{NOTIFICATIONS}?{query}")
+        assert page.status_code == 200
+        return sorted(re.findall(r">(alpha \w+)</a>", page.content.decode()))
+
+    assert shown("") == ["alpha read", "alpha unread"]
+    assert shown("read=yes") == ["alpha read"]
+    assert shown("read=no") == ["alpha unread"]
+    assert shown("level=info&read=no") == ["alpha unread"]
