@@ -501,21 +501,30 @@ async def test_screenshots_light_dark_desktop_and_phone(
     context: Any, daphne_server: DaphneServer, dave: AbstractUser
 ) -> None:
     history = [
-        ("Weekly report is ready to download", timedelta(hours=3)),
-        ("Anna commented on “Q3 roadmap”:\nLooks good — ship it on Monday.", timedelta(minutes=25)),
-        ("Your password was changed", timedelta(minutes=2)),
+        ("Weekly report is ready to download", "info", "/notifications/", timedelta(hours=3)),
+        (
+            "Anna commented on “Q3 roadmap”:\nLooks good — ship it on Monday.",
+            "info",
+            "",
+            timedelta(minutes=25),
+        ),
+        ("Your password was changed", "warning", "", timedelta(minutes=2)),
     ]
     now = timezone.now()
-    for text, age in history:
-        n = await Notification.objects.acreate(user=dave, text=text)
-        await Notification.objects.filter(pk=n.pk).aupdate(created=now - age)
+    for text, level, url, age in history:
+        n = await Notification.objects.acreate(user=dave, text=text, level=level, url=url)
+        # The oldest was read; the others are not.
+        read_at = now if age > timedelta(hours=1) else None
+        await Notification.objects.filter(pk=n.pk).aupdate(created=now - age, read_at=read_at)
     await sign_in(context, daphne_server.url, dave)
     page = await context.new_page()
     # A steady highlight (no fade) while the newest item is new, the same in every shot.
     await page.emulate_media(reduced_motion="reduce")
     await page.goto(f"{daphne_server.url}/")
     await wait_live(page)
-    live = await Notification.objects.acreate(user=dave, text="Build #1024 finished: all green")
+    live = await Notification.objects.acreate(
+        user=dave, text="Build #1024 finished: all green", level="success"
+    )
     await page.locator(f"li[data-id='{live.pk}'].is-new").wait_for(timeout=5 * MS)
     ARTIFACTS.mkdir(exist_ok=True)
     for name, size in (
@@ -899,3 +908,13 @@ async def test_screenshots_of_the_bell_open_light_and_dark(
         await page.emulate_media(color_scheme=scheme)
         await page.screenshot(path=ARTIFACTS / f"bell-{scheme}.png")
     assert await page.locator(f"{BELL_MENU} .notifications-bell-item").count() == 4
+
+    # On a phone the header wraps and the bell sits at the left: the menu stays on screen.
+    await page.keyboard.press("Escape")
+    await page.set_viewport_size({"width": 390, "height": 780})
+    await page.emulate_media(color_scheme="light")
+    await page.click(BELL_BUTTON)
+    box = await page.locator(BELL_MENU).bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    await page.screenshot(path=ARTIFACTS / "bell-phone-light.png")

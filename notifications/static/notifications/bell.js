@@ -63,6 +63,9 @@ class Bell {
     this.root.addEventListener('focusout', (event) => {
       if (this.isOpen && event.relatedTarget && !this.root.contains(event.relatedTarget)) this.close(false);
     });
+    window.addEventListener('resize', () => {
+      if (this.isOpen) this.fit();
+    });
     setInterval(() => {
       if (this.isOpen && isVisible()) refreshTimes(this.menu);
     }, CLOCK_MS);
@@ -115,10 +118,24 @@ class Bell {
   open(where) {
     this.menu.hidden = false;
     this.button.setAttribute('aria-expanded', 'true');
+    this.fit();
     refreshTimes(this.menu);
     const items = this.items();
     const target = where === 'last' ? items[items.length - 1] : items[0];
     target?.focus();
+  }
+
+  // The menu hangs from the button's right edge; on a narrow screen, or with the bell near
+  // the left edge, it moves sideways to stay on screen.
+  fit() {
+    this.menu.style.translate = '';
+    const margin = 8;
+    const box = this.menu.getBoundingClientRect();
+    const width = document.documentElement.clientWidth;
+    let shift = 0;
+    if (box.left < margin) shift = margin - box.left;
+    else if (box.right > width - margin) shift = width - margin - box.right;
+    if (shift) this.menu.style.translate = `${Math.round(shift)}px 0`;
   }
 
   close(returnFocus) {
