@@ -80,10 +80,10 @@ def log_claims() -> None:
     path = os.environ.get("BENCH_CLAIM_LOG")
     if not path:
         return
-    from notifications import services
+    from notifications import queries
 
-    claim = getattr(services, "claim", None)
-    release = getattr(services, "release", None)
+    claim = getattr(queries, "claim", None)
+    release = getattr(queries, "release", None)
     if claim is None or release is None:
         return
     log = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
@@ -105,5 +105,5 @@ def log_claims() -> None:
         write("R", time.time(), list(ids))
         return release(ids)
 
-    services.claim = logged_claim
-    services.release = logged_release
+    queries.claim = logged_claim
+    queries.release = logged_release

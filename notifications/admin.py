@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import widgets
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import ForeignKey, QuerySet
-from django.forms import ModelChoiceField
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -18,15 +18,21 @@ from .forms import BroadcastForm, NotificationForm, SendNotificationForm
 from .models import Notification
 from .widgets import AutocompleteSelect
 
-User = get_user_model()
+_ADD_PERMISSION = f"{Notification._meta.app_label}.add_notification"
 
 
 def _count(created: list[Notification]) -> str:
     return f"{len(created):,} notification{'' if len(created) == 1 else 's'}"
 
 
+def _user_search(site: admin.AdminSite) -> bool:
+    """Whether the site registers the user model with search_fields (autocomplete needs it)."""
+    user_admin = site._registry.get(get_user_model())
+    return bool(user_admin is not None and user_admin.search_fields)
+
+
 class UserFilter(admin.SimpleListFilter):
-    """Filter by username, typed in: a list of every user would be as long as the user table."""
+    """Filter by the user's USERNAME_FIELD, typed in: a list of every user would be too long."""
 
     title = "user"
     parameter_name = "user"
@@ -43,12 +49,16 @@ class UserFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        return queryset.filter(**{f"user__{User.USERNAME_FIELD}": value})
+        return queryset.filter(**{f"user__{get_user_model().USERNAME_FIELD}": value})
 
     def choices(self, changelist: Any) -> Any:
+        user_model = get_user_model()
+        login_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
         yield {
             "value": self.value() or "",
             "parameter_name": self.parameter_name,
+            # What is typed in: the username, or the e-mail address where that is the login.
+            "label": getattr(login_field, "verbose_name", user_model.USERNAME_FIELD),
             "all_query_string": changelist.get_query_string(remove=[self.parameter_name]),
             # The other filters and the search stay as they are when a username is typed.
             "hidden": [
@@ -89,11 +99,8 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display_links = ["id", "__str__"]
     list_filter = ["dispatched", ReadFilter, "level", UserFilter, "created"]
     list_select_related = ["user"]
-    search_fields = ["text", "user__username", "user__email"]
     date_hierarchy = "created"
     ordering = ["-id"]
-    # A search box, not a dropdown of every user on the site.
-    autocomplete_fields = ["user"]
     form = NotificationForm
     fields = ["user", "text", "url", "level", "dispatched", "created", "dispatched_at", "read_at"]
     readonly_fields = ["created", "dispatched_at", "read_at"]
@@ -103,10 +110,24 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def read(self, notification: Notification) -> bool:
         return notification.read_at is not None
 
-    def formfield_for_foreignkey(
-        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
-    ) -> ModelChoiceField | None:  # type: ignore[type-arg]
-        if db_field.name in self.get_autocomplete_fields(request):
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        user_model = get_user_model()
+        # The user model's own names for its login and e-mail fields (any custom user model).
+        names = dict.fromkeys([user_model.USERNAME_FIELD, user_model.get_email_field_name()])
+        fields = {f.name for f in user_model._meta.get_fields()}
+        return ["text", *(f"user__{name}" for name in names if name in fields)]
+
+    def get_autocomplete_fields(self, request: HttpRequest) -> list[str]:
+        # A search box, not a dropdown of every user on the site; Django's autocomplete needs
+        # the host's user admin with search_fields (admin.E039/E040), else an id box instead.
+        return ["user"] if _user_search(self.admin_site) else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not _user_search(self.admin_site):
+            kwargs.setdefault(
+                "widget", widgets.ForeignKeyRawIdWidget(db_field.remote_field, self.admin_site)
+            )
+        elif db_field.name in self.get_autocomplete_fields(request):
             kwargs.setdefault(
                 "widget", AutocompleteSelect(db_field, self.admin_site, using=kwargs.get("using"))
             )
@@ -163,45 +184,61 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return TemplateResponse(request, "admin/notifications/broadcast.html", context)
 
 
-class NotifyingUserAdmin(UserAdmin):  # type: ignore[type-arg]
-    """Django's user admin, plus the "Send notification…" action on the user list."""
+@admin.action(description="Send notification…")
+def notify_users(
+    modeladmin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any]
+) -> HttpResponse | None:
+    """The user list's "Send notification…": ask for the text, then send it to the selection.
 
-    actions = ["send_notification"]
+    A host offers it on its user admin with NotifyUsersMixin (only to staff who may add
+    notifications), or by listing it in the admin's `actions` (everyone who sees the list is
+    offered it; those who may not add notifications are refused when they use it).
+    """
+    if not request.user.has_perm(_ADD_PERMISSION):
+        modeladmin.message_user(
+            request, "You may not add notifications: nothing was sent.", messages.ERROR
+        )
+        return None
+    form = SendNotificationForm(request.POST if "apply" in request.POST else None)
+    if form.is_valid():
+        # Sent to whom was selected, active or not: an explicit choice.
+        created = services.send_bulk(queryset, form.cleaned_data["text"])
+        modeladmin.message_user(
+            request,
+            f"Sent {_count(created)} to the selected users.",
+            messages.SUCCESS,
+        )
+        return None
+    selected = queryset.count()
+    has_is_active = any(f.name == "is_active" for f in queryset.model._meta.get_fields())
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "opts": modeladmin.opts,
+        "title": "Send a notification",
+        "form": form,
+        "selected": selected,
+        "inactive": queryset.filter(is_active=False).count() if has_is_active else 0,
+        "preview": list(queryset.order_by("pk")[:10]),
+        "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "action_name": "notify_users",
+    }
+    return TemplateResponse(request, "admin/notifications/send_notification.html", context)
 
-    def has_notify_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("notifications.add_notification")
 
-    @admin.action(description="Send notification…", permissions=["notify"])
-    def send_notification(
-        self, request: HttpRequest, queryset: QuerySet[Any]
-    ) -> HttpResponse | None:
-        """Ask for the text (an intermediate page), then send it to the selected users."""
-        form = SendNotificationForm(request.POST if "apply" in request.POST else None)
-        if form.is_valid():
-            # Sent to whom was selected, active or not: an explicit choice.
-            created = services.send_bulk(queryset, form.cleaned_data["text"])
-            self.message_user(
-                request,
-                f"Sent {_count(created)} to the selected users.",
-                messages.SUCCESS,
-            )
-            return None
-        selected = queryset.count()
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Send a notification",
-            "form": form,
-            "selected": selected,
-            "inactive": queryset.filter(is_active=False).count(),
-            "preview": list(queryset.order_by("pk")[:10]),
-            "selected_ids": request.POST.getlist(ACTION_CHECKBOX_NAME),
-            "select_across": request.POST.get("select_across", "0"),
-            "action_checkbox_name": ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/notifications/send_notification.html", context)
+class NotifyUsersMixin:
+    """Offer "Send notification…" on a user admin's list, to staff who may add notifications.
 
+    `class UserAdmin(NotifyUsersMixin, django.contrib.auth.admin.UserAdmin): ...`
+    """
 
-if admin.site.is_registered(User):
-    admin.site.unregister(User)
-admin.site.register(User, NotifyingUserAdmin)
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        if (
+            self.actions is not None  # type: ignore[attr-defined]
+            and IS_POPUP_VAR not in request.GET
+            and request.user.has_perm(_ADD_PERMISSION)
+        ):
+            actions["notify_users"] = self.get_action(notify_users)  # type: ignore[attr-defined]
+        return actions

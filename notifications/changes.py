@@ -23,12 +23,12 @@ def record_read(user_id: int, ids: Sequence[int]) -> Change:
 
     Call inside the transaction that marked them.
     """
-    return _record(Change(user_id=user_id, kind=Change.READ, ids=sorted(ids)))
+    return _record(Change(kind=Change.READ, ids={str(user_id): sorted(ids)}))
 
 
 def record_all_read(user_id: int, newest: int) -> Change:
     """Record that every notification of the user up to `newest` was marked read."""
-    return _record(Change(user_id=user_id, kind=Change.READ, ids=[], newest=newest))
+    return _record(Change(kind=Change.READ, ids={str(user_id): []}, newest=newest))
 
 
 def _record(change: Change) -> Change:

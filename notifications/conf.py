@@ -84,8 +84,11 @@ def change_check_interval() -> float:
 
 
 def gc_freeze() -> bool:
-    """Whether the hub keeps the streams' long-lived objects out of full garbage collections."""
-    return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", True))
+    """Whether the hub keeps the streams' long-lived objects out of full garbage collections.
+
+    Off unless the site turns it on: gc.freeze() acts on the whole process, not on the app.
+    """
+    return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", False))
 
 
 def change_retention() -> float:

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 
+from . import recipients
 from .models import Notification
 from .validation import (
     DEFAULT_LEVEL,
@@ -81,9 +82,14 @@ class BroadcastForm(forms.Form):
         help_text="Only active accounts receive a broadcast.",
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not recipients.has_groups():
+            del self.fields["group"]
+
     def recipients(self) -> QuerySet[Any]:
         """Return the active users the cleaned form sends to."""
-        users = get_user_model()._default_manager.filter(is_active=True)
+        users = get_user_model()._default_manager.filter(recipients.active())
         group = self.cleaned_data.get("group")
         if group is not None:
             users = users.filter(groups=group)

@@ -73,28 +73,21 @@ class Notification(models.Model):
 
 
 class Change(models.Model):
-    """A change to notifications that their user's open streams must hear of: read or deleted.
+    """A change to notifications that their users' open streams must hear of: read or deleted.
 
     Append-only: written in the transaction that makes the change (deletions by a database
     trigger, so every way of deleting is covered), read by every process's hub by id, and
-    pruned after NOTIFICATIONS_CHANGE_RETENTION seconds.
+    pruned after NOTIFICATIONS_CHANGE_RETENTION seconds. One row can cover many users (a
+    DELETE statement of a purge batch writes one row on PostgreSQL), so no user column: `ids`
+    maps each user's id (as a JSON key, a string) to the ids of that user's notifications.
     """
 
     READ = "read"
     DELETED = "deleted"
 
-    # No foreign key constraint: a user's deletion deletes their notifications, whose trigger
-    # writes changes for that user in the same transaction.
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,
-        db_index=False,
-        related_name="+",
-    )
     kind = models.CharField(max_length=7, choices=[(READ, "read"), (DELETED, "deleted")])
-    # The notification ids concerned; empty for "all read".
-    ids = models.JSONField(default=list)
+    # {"<user id>": [notification id, ...]}; for "all read", {"<user id>": []} and `newest`.
+    ids = models.JSONField(default=dict)
     # For "all read": the newest id it covered (every unread row up to it is now read).
     newest = models.BigIntegerField(null=True)
     created = models.DateTimeField(db_default=Now())
@@ -103,4 +96,8 @@ class Change(models.Model):
         indexes = [models.Index(fields=["created"], name="change_created")]
 
     def __str__(self) -> str:
-        return f"{self.kind} for user {self.user_id}"
+        return f"{self.kind}: {self.ids}"
+
+    def by_user(self) -> dict[int, list[int]]:
+        """Return the notification ids per user id."""
+        return {int(user): ids for user, ids in self.ids.items()}

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connections
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -57,8 +57,9 @@ def _check_database() -> None:
         # The app's own table by primary key: proves the schema is there, one index probe.
         Notification.objects.filter(pk=0).exists()
     finally:
-        # No request ends in this thread to close it: never keep the connection.
-        connection.close()
+        # No request ends in this thread to close it: never keep a connection (the router may
+        # have read from another database than `default`; only this thread's are closed).
+        connections.close_all()
 
 
 def poller_state(stats: dict[str, Any], now: float) -> tuple[bool, str]:

@@ -3,7 +3,8 @@
 A stream must end when its session does (logout, expiry, deletion, a password change) or its
 user is deactivated. Asking `get_user()` per stream per check would be a query per stream;
 this reads all sessions in one query and all their users in another, for the database session
-engines, and applies the same rules as `get_user()`. It never writes to a session.
+engines, and applies the same rules as `get_user()`. It never writes to a session. Like
+`get_user()`, it reads sessions and users from the databases the router picks for reading them.
 """
 
 from __future__ import annotations
@@ -26,13 +27,31 @@ from django.contrib.auth import (
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.sessions.backends.base import SessionBase
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.db import connection
+from django.contrib.sessions.base_session import AbstractBaseSession
+from django.db import connections, router
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 # SQLite's change counter; the hub reads it too, and counts it apart from queries.
 DATA_VERSION = "PRAGMA data_version"
+
+
+def _session_model() -> type[AbstractBaseSession] | None:
+    """Return the session model of a database session engine; None for other engines."""
+    store_class: type[SessionBase] = import_module(settings.SESSION_ENGINE).SessionStore
+    if not issubclass(store_class, DatabaseSessionStore):
+        return None
+    return store_class.get_model_class()
+
+
+def database_aliases() -> list[str]:
+    """Return the databases a check reads: the sessions' (for a database engine), the users'."""
+    session_model = _session_model()
+    users = router.db_for_read(get_user_model())
+    if session_model is None:
+        return [users]
+    return list(dict.fromkeys([router.db_for_read(session_model), users]))
 
 
 class SessionCache:
@@ -87,12 +106,17 @@ def _database_token() -> Any:
     None when there is no such value, or when a session's validity can depend on something
     outside the database (a cache session engine, a backend with its own get_user()).
     """
-    engine = import_module(settings.SESSION_ENGINE)
-    if not issubclass(engine.SessionStore, DatabaseSessionStore):
+    session_model = _session_model()
+    if session_model is None:
         return None
     for backend_path in settings.AUTHENTICATION_BACKENDS:
         if type(load_backend(backend_path)).get_user is not ModelBackend.get_user:
             return None
+    alias = router.db_for_read(session_model)
+    if router.db_for_read(get_user_model()) != alias:
+        # One database's token says nothing of the other's changes.
+        return None
+    connection = connections[alias]
     if connection.vendor == "sqlite":
         # Changes when another connection commits; this connection writes no session.
         sql = DATA_VERSION
@@ -144,12 +168,14 @@ def _check(session_keys: Collection[str], cache: SessionCache) -> dict[str, int]
     return valid
 
 
-def _one_of(field: Any, values: list[Any]) -> Any:
+def _one_of(field: Any, values: list[Any], alias: str) -> Any:
     """Return `values` as the right side of an `__in` lookup that binds one parameter.
 
     A list binds a parameter per value, which SQLite limits and Django's ORM spends
-    microseconds on each; thousands of streams are checked every few seconds.
+    microseconds on each; thousands of streams are checked every few seconds. `alias` is the
+    database the lookup runs on.
     """
+    connection = connections[alias]
     if connection.vendor == "sqlite":
         return RawSQL("SELECT value FROM json_each(%s)", [json.dumps(values)])
     if connection.vendor == "postgresql":
@@ -176,15 +202,18 @@ def _load_sessions(
         loaded = {k: store_class(session_key=k).load() for k in keys}
         return {k: data for k, data in loaded.items() if data}
     model = store_class.get_model_class()
+    alias = router.db_for_read(model)
     now = timezone.now()
     decoder = store_class()
     seen = cache.sessions
     cache.sessions = {}
     cache.earliest_expiry = None
     sessions: dict[str, Mapping[str, Any]] = {}
-    rows = model.objects.filter(
-        session_key__in=_one_of(model._meta.pk, keys), expire_date__gt=now
-    ).values_list("session_key", "session_data", "expire_date")
+    rows = (
+        model.objects.using(alias)
+        .filter(session_key__in=_one_of(model._meta.pk, keys, alias), expire_date__gt=now)
+        .values_list("session_key", "session_data", "expire_date")
+    )
     for key, session_data, expire_date in rows:
         if cache.earliest_expiry is None or expire_date < cache.earliest_expiry:
             cache.earliest_expiry = expire_date
@@ -210,7 +239,8 @@ def _user_hashes(
         return {u.pk: _valid_hashes(u) for u in users if u is not None}
     assert isinstance(backend, ModelBackend)
     model = get_user_model()
-    manager = model._default_manager
+    alias = router.db_for_read(model)
+    manager = model._default_manager.db_manager(alias)
     pk_field = model._meta.pk
     assert pk_field is not None
     # What ModelBackend and AbstractBaseUser judge by: the password (the session hash) and
@@ -218,13 +248,13 @@ def _user_hashes(
     fields = [pk_field.attname, "password"]
     if any(f.attname == "is_active" for f in model._meta.concrete_fields):
         fields.append("is_active")
-    ids = [pk_field.get_db_prep_value(pk, connection, prepared=False) for pk in user_ids]
+    ids = [pk_field.get_db_prep_value(pk, connections[alias], prepared=False) for pk in user_ids]
     found: dict[Any, frozenset[str] | None] = {}
-    for row in manager.filter(pk__in=_one_of(pk_field, ids)).values_list(*fields):
+    for row in manager.filter(pk__in=_one_of(pk_field, ids, alias)).values_list(*fields):
         pk = row[0]
         known = seen.get((backend_path, pk))
         if known is None or known[0] != row:
-            user = model.from_db(manager.db, fields, row)
+            user = model.from_db(alias, fields, row)
             known = (row, _valid_hashes(user) if backend.user_can_authenticate(user) else _REFUSED)
         cache.users[backend_path, pk] = known
         verdict = known[1]

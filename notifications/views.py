@@ -20,7 +20,7 @@ from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from . import services
+from . import queries
 from .hub import StreamRefused, get_hub, share
 from .stream import NotificationStream
 
@@ -38,7 +38,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
     assert request.user.pk is not None
-    notifications, claimed = services.history(request.user.pk, HISTORY_LIMIT)
+    notifications, claimed = queries.history(request.user.pk, HISTORY_LIMIT)
     if claimed:
         async_to_sync(share)(claimed)
     newest_id = notifications[0].pk if notifications else 0

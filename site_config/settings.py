@@ -52,6 +52,8 @@ INSTALLED_APPS = [
     "servestatic",
     "django.contrib.staticfiles",
     "notifications",
+    # This site's own pieces: the ensure_admin command, the user admin with "Send notification…".
+    "site_config",
 ]
 
 MIDDLEWARE = [
@@ -163,5 +165,6 @@ NOTIFICATIONS_MAX_STREAMS_PER_USER = env.int("NOTIFICATIONS_MAX_STREAMS_PER_USER
 NOTIFICATIONS_MAX_STREAMS = env.int("NOTIFICATIONS_MAX_STREAMS", default=0)
 NOTIFICATIONS_MAX_LENGTH = env.int("NOTIFICATIONS_MAX_LENGTH", default=10_000)
 NOTIFICATIONS_STREAM_MAX_BYTES = env.int("NOTIFICATIONS_STREAM_MAX_BYTES", default=1_048_576)
+# Off in the app (a process-wide choice); on for this site, which holds thousands of streams.
 NOTIFICATIONS_GC_FREEZE = env.bool("NOTIFICATIONS_GC_FREEZE", default=True)
 NOTIFICATIONS_CHANGE_CHECK_INTERVAL = env.float("NOTIFICATIONS_CHANGE_CHECK_INTERVAL", default=0.05)

@@ -14,17 +14,19 @@ from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
-from .support import DaphneServer, server_env, start_daphne
+from .support import MIRROR, DaphneServer, server_env, start_daphne
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    # Not a skip: these belong to the PostgreSQL pass of bin/test, which runs them.
-    selected = [item for item in items if item.get_closest_marker("postgresql") is None]
-    deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    # Not a skip: bin/test runs the suite twice, and each pass runs the tests marked for it
+    # (`postgresql` in the PostgreSQL pass; `sqlite` in the SQLite pass, for tests that bring
+    # a database of their own and would only repeat themselves).
+    postgresql = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    other_pass = "sqlite" if postgresql else "postgresql"
+    selected = [item for item in items if item.get_closest_marker(other_pass) is None]
+    deselected = [item for item in items if item.get_closest_marker(other_pass) is not None]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
@@ -53,6 +55,11 @@ def django_db_modify_db_settings(
         # process, and the hub's worker thread needs its own connection to the same data.
         path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(path)
+    # A second alias on the same test database, for the tests of database routers.
+    settings.DATABASES[MIRROR] = {
+        **database,
+        "TEST": {**database.get("TEST", {}), "MIRROR": "default"},
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +68,16 @@ def _close_async_orm_connections() -> Iterator[None]:
     # The async ORM runs in asgiref's process-wide thread; its connection must not outlive
     # the test (PostgreSQL will not drop a test database that still has one).
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
+@pytest.fixture
+def mirror_database(transactional_db: None) -> Iterator[str]:
+    """Return the alias MIRROR, for a test marked with `databases=["default", MIRROR]`.
+
+    Request it before `hub`: its connections are closed after the hub's.
+    """
+    yield MIRROR
+    connections[MIRROR].close()
 
 
 @pytest.fixture

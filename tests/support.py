@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,28 +84,28 @@ class DaphneServer:
 def start_daphne(
     env: dict[str, str], log: Path, timeout: float = 30, port: int = 0
 ) -> Iterator[DaphneServer]:
-    """Run daphne on 127.0.0.1 (on a free port unless `port` is given); stop it on exit.
+    """Run this repository's site under daphne on 127.0.0.1 (a free port unless `port` is given).
 
     The log is appended to, so a server restarted on the same port can share it.
     """
+    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+    with run_daphne(
+        [*command, "site_config.asgi:application"], PROJECT, env, log, timeout
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def run_daphne(
+    command: Sequence[str], cwd: Path, env: dict[str, str], log: Path, timeout: float = 30
+) -> Iterator[DaphneServer]:
+    """Run a daphne command that listens on 127.0.0.1; wait until it listens; stop it on exit.
+
+    Its output is appended to `log`, where the port it listens on is read (`-p 0` picks a free one).
+    """
     offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "site_config.asgi:application",
-            ],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -181,3 +181,42 @@ class StreamReader:
 
     async def next(self, timeout: float = 10) -> ServerSentEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
+
+
+def ids_in(chunk: str) -> list[int]:
+    """Return the event ids in a chunk of a stream."""
+    return [int(line[4:]) for line in chunk.split("\n") if line.startswith("id: ")]
+
+
+async def next_chunk(stream: object, timeout: float = 10) -> str:
+    """Return the next chunk a stream generator yields, failing after `timeout` seconds."""
+    return await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]
+
+
+# A second database alias on the test database itself: what a router points at is then
+# visible by which alias a thread opened, with the data shared.
+MIRROR = "mirror"
+
+
+class NotificationsToMirror:
+    """A database router that puts notifications on the "mirror" alias, the rest on default."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str | None:
+        return MIRROR if model._meta.label == "notifications.Notification" else None
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, *objects: Any, **hints: Any) -> bool:
+        return True
+
+
+class EverythingToMirror:
+    """A database router that puts every model (sessions and users too) on "mirror"."""
+
+    def db_for_read(self, model: type[Any], **hints: Any) -> str:
+        return MIRROR
+
+    db_for_write = db_for_read
+
+    def allow_relation(self, *objects: Any, **hints: Any) -> bool:
+        return True

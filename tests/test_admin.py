@@ -49,7 +49,7 @@ def start_user_action(client: Client, users: list[AbstractUser], **extra: str) -
         USERS,
         {
             "csrfmiddlewaretoken": token,
-            "action": "send_notification",
+            "action": "notify_users",
             "index": "0",
             "_selected_action": [str(u.pk) for u in users],
             **extra,
@@ -71,7 +71,7 @@ def test_user_action_asks_for_the_text_then_sends_to_the_selected_users(
         USERS,
         {
             "csrfmiddlewaretoken": csrf_token(form),
-            "action": "send_notification",
+            "action": "notify_users",
             "_selected_action": [str(alice.pk), str(bob.pk)],
             "select_across": "0",
             "text": "Lunch is served\n(2nd floor)",
@@ -101,7 +101,7 @@ def test_user_action_across_all_pages_sends_to_every_user_the_filter_matches(
         url,
         {
             "csrfmiddlewaretoken": token,
-            "action": "send_notification",
+            "action": "notify_users",
             "index": "0",
             "select_across": "1",
             "_selected_action": [str(staff[0].pk)],
@@ -114,7 +114,7 @@ def test_user_action_across_all_pages_sends_to_every_user_the_filter_matches(
         url,
         {
             "csrfmiddlewaretoken": csrf_token(form),
-            "action": "send_notification",
+            "action": "notify_users",
             "_selected_action": [str(staff[0].pk)],
             "select_across": "1",
             "text": "Staff only",
@@ -149,7 +149,7 @@ def test_user_action_refuses_bad_text_and_sends_nothing(
         USERS,
         {
             "csrfmiddlewaretoken": csrf_token(form),
-            "action": "send_notification",
+            "action": "notify_users",
             "_selected_action": [str(alice.pk)],
             "select_across": "0",
             "text": text,
@@ -167,7 +167,7 @@ def test_user_action_without_a_csrf_token_is_refused(admin_client: Client) -> No
     refused = admin_client.post(
         USERS,
         {
-            "action": "send_notification",
+            "action": "notify_users",
             "_selected_action": [str(alice.pk)],
             "text": "hi",
             "apply": "Send",
@@ -183,10 +183,10 @@ def test_user_action_is_not_offered_to_staff_who_may_not_add_notifications() -> 
     client = Client(enforce_csrf_checks=True)
     client.force_login(clerk)
 
-    assert 'value="send_notification"' not in client.get(USERS).content.decode()
+    assert 'value="notify_users"' not in client.get(USERS).content.decode()
 
     clerk.user_permissions.add(Permission.objects.get(codename="add_notification"))
-    assert 'value="send_notification"' in client.get(USERS).content.decode()
+    assert 'value="notify_users"' in client.get(USERS).content.decode()
 
 
 def test_broadcast_to_a_group_confirms_the_count_then_sends_to_its_active_members(
@@ -356,6 +356,8 @@ def test_notification_list_filters_by_typed_username_and_dispatched_and_searches
     page = admin_client.get(f"{NOTIFICATIONS}?user=alice&q=alpha").content.decode()
     # The username box keeps the search when it is submitted.
     assert '<input type="hidden" name="q" value="alpha">' in page
+    # Labelled by the user model's USERNAME_FIELD (an e-mail-login model's box says so).
+    assert 'placeholder="username" aria-label="Username"' in page
 
 
 def test_notification_list_has_a_date_hierarchy(admin_client: Client) -> None:

@@ -27,6 +27,19 @@ def test_ensure_admin_creates_a_superuser_with_a_printed_random_password(
 
 
 @pytest.mark.django_db
+def test_ensure_admin_prints_the_random_password_when_admin_password_is_empty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ADMIN_PASSWORD", "")
+    out = StringIO()
+    call_command("ensure_admin", stdout=out)
+
+    assert "from ADMIN_PASSWORD" not in out.getvalue()
+    password = out.getvalue().split("password: ")[1].split()[0]
+    assert get_user_model().objects.get(username="admin").check_password(password)
+
+
+@pytest.mark.django_db
 def test_ensure_admin_takes_the_password_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

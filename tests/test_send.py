@@ -17,6 +17,7 @@ from notifications import services
 from notifications.models import Notification
 
 from .conftest import make_user
+from .support import MIRROR
 
 pytestmark = pytest.mark.django_db
 
@@ -124,7 +125,7 @@ def test_send_bulk_wakes_the_streams_once_after_commit(
     django_capture_on_commit_callbacks: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     woken = []
-    monkeypatch.setattr("notifications.hub.wake_local_hubs", lambda: woken.append(1))
+    monkeypatch.setattr("notifications.hub.registry.wake_local_hubs", lambda: woken.append(1))
     users = make_users(4500)
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -161,3 +162,26 @@ def test_send_refuses_a_nul_character_on_every_database() -> None:
     with pytest.raises(ValidationError, match="NUL"):
         services.send_bulk([alice], "a\x00b")
     assert not Notification.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", MIRROR])
+def test_send_bulk_writes_to_the_database_the_router_picks_for_notifications(
+    mirror_database: str, alice: AbstractUser, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    woken = []
+    monkeypatch.setattr("notifications.hub.registry.wake_local_hubs", lambda: woken.append(1))
+    settings.DATABASE_ROUTERS = ["tests.support.NotificationsToMirror"]
+
+    with (
+        CaptureQueriesContext(connections["default"]) as on_default,
+        CaptureQueriesContext(connections[mirror_database]) as on_mirror,
+    ):
+        [sent] = services.send_bulk([alice], "routed")
+
+    assert on_default.captured_queries == []
+    assert any("INSERT" in q["sql"] for q in on_mirror.captured_queries)
+    assert Notification.objects.using("default").get(pk=sent.pk).text == "routed"
+    assert woken == [1]

@@ -184,12 +184,12 @@ async def test_a_database_outage_at_connect_gets_503(
 ) -> None:
     from django.db import OperationalError
 
-    from notifications import hub as hub_module
+    from notifications import sessions
 
     def down(keys: object) -> object:
         raise OperationalError("connection refused (simulated)")
 
-    monkeypatch.setattr(hub_module, "session_users", down)
+    monkeypatch.setattr(sessions, "session_users", down)
     response = await Exchange(session=alice_session).start()
     assert response.status == 503
     assert response.headers["retry-after"] == "5"
@@ -272,7 +272,8 @@ async def test_a_database_that_does_not_answer_gets_503_not_a_hang(
 ) -> None:
     import threading
 
-    from notifications import hub as hub_module
+    from notifications import sessions
+    from notifications.hub import worker
 
     release = threading.Event()
 
@@ -280,8 +281,8 @@ async def test_a_database_that_does_not_answer_gets_503_not_a_hang(
         release.wait(10)
         return {}
 
-    monkeypatch.setattr(hub_module, "DATABASE_TIMEOUT", 0.2)
-    monkeypatch.setattr(hub_module, "session_users", stuck)
+    monkeypatch.setattr(worker, "DATABASE_TIMEOUT", 0.2)
+    monkeypatch.setattr(sessions, "session_users", stuck)
     try:
         response = await Exchange(session=alice_session).start()
     finally:
@@ -302,9 +303,9 @@ async def test_a_locked_table_delays_delivery_without_stalling_new_streams(
     import psycopg
     from django.db import connection
 
-    from notifications import hub as hub_module
+    from notifications.hub import worker
 
-    monkeypatch.setattr(hub_module, "DATABASE_TIMEOUT", 2)
+    monkeypatch.setattr(worker, "DATABASE_TIMEOUT", 2)
     alices = await Exchange(session=alice_session).start()
     await alices.body()
     await wait_until(lambda: hub.stats.ticks >= 1, what="a first poll")

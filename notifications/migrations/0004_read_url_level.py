@@ -1,10 +1,8 @@
 # Hand-ordered from makemigrations' output: the change table is created whole, and the
 # notification's new columns come before the index that uses one of them.
 
-import django.db.models.deletion
 import django.db.models.functions.datetime
 import notifications.validation
-from django.conf import settings
 from django.db import migrations, models
 
 
@@ -12,7 +10,6 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('notifications', '0003_postgresql_insert_trigger'),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
@@ -39,9 +36,8 @@ class Migration(migrations.Migration):
             name='Change',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('user', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to=settings.AUTH_USER_MODEL)),
                 ('kind', models.CharField(choices=[('read', 'read'), ('deleted', 'deleted')], max_length=7)),
-                ('ids', models.JSONField(default=list)),
+                ('ids', models.JSONField(default=dict)),
                 ('newest', models.BigIntegerField(null=True)),
                 ('created', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],

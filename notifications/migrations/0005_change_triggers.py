@@ -4,10 +4,11 @@ A trigger, not Django's delete signals: it covers every way a row goes (the admi
 command, a site's QuerySet.delete(), a user's deletion cascading, raw SQL) and keeps Django's
 fast DELETE (a delete signal receiver makes Django load every row before deleting it).
 
-PostgreSQL: one statement-level trigger writes one change row per user per DELETE statement
-(its transition table holds the deleted rows), and the change table's insert trigger NOTIFYs
-the channel the hubs LISTEN on (the function of migration 0003). SQLite has no statement-level
-triggers: one change row per deleted notification; its hubs notice commits by data_version.
+PostgreSQL: one statement-level trigger writes one change row per DELETE statement, whatever
+it deleted (its transition table holds the deleted rows; the row maps each user to their ids),
+and the change table's insert trigger NOTIFYs the channel the hubs LISTEN on (the function of
+migration 0003). SQLite has no statement-level triggers: one change row per deleted
+notification; its hubs notice commits by data_version.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def create_triggers(apps: Any, schema_editor: Any) -> None:
             "BEGIN "
             # A DELETE that matched nothing writes nothing, and so wakes nobody.
             "IF EXISTS (SELECT FROM gone) THEN "
-            f"INSERT INTO {change} (user_id, kind, ids) "
-            "SELECT user_id, 'deleted', jsonb_agg(id ORDER BY id) FROM gone GROUP BY user_id; "
+            f"INSERT INTO {change} (kind, ids) "
+            "SELECT 'deleted', jsonb_object_agg(user_id, ids) FROM "
+            "(SELECT user_id, jsonb_agg(id ORDER BY id) AS ids FROM gone GROUP BY user_id) AS u; "
             "END IF; "
             "RETURN NULL; "
             "END; $$ LANGUAGE plpgsql"
@@ -55,8 +57,8 @@ def create_triggers(apps: Any, schema_editor: Any) -> None:
     elif vendor == "sqlite":
         schema_editor.execute(
             f"CREATE TRIGGER {DELETED} AFTER DELETE ON {notification} FOR EACH ROW BEGIN "
-            f"INSERT INTO {change} (user_id, kind, ids) "
-            "VALUES (OLD.user_id, 'deleted', json_array(OLD.id)); "
+            f"INSERT INTO {change} (kind, ids) "
+            "VALUES ('deleted', json_object(CAST(OLD.user_id AS TEXT), json_array(OLD.id))); "
             "END"
         )
 

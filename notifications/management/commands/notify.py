@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
 from notifications import services
+from notifications.recipients import active, has_groups
 
 
 class Command(BaseCommand):
@@ -27,8 +28,9 @@ class Command(BaseCommand):
             "--user",
             action="append",
             default=[],
-            metavar="USERNAME",
-            help="A recipient by username, active or not (repeatable).",
+            metavar="NAME",
+            help="A recipient by the user model's USERNAME_FIELD (the username, or the e-mail "
+            "address of a model that logs in by e-mail), active or not (repeatable).",
         )
         parser.add_argument(
             "--group",
@@ -70,6 +72,8 @@ class Command(BaseCommand):
         unknown = [name for name in user if name not in by_name]
         if unknown:
             raise CommandError(f"No such user: {', '.join(unknown)}.")
+        if group and not has_groups():
+            raise CommandError("This site's user model has no groups: --group cannot be used.")
         groups = list(Group.objects.filter(name__in=group))
         unknown = sorted(set(group) - {g.name for g in groups})
         if unknown:
@@ -78,9 +82,9 @@ class Command(BaseCommand):
         # One query for all recipients (no list of ids: SQLite caps a query's parameters).
         wanted = Q(pk__in=list(by_name.values()))
         if all_active:
-            wanted |= Q(is_active=True)
+            wanted |= active()
         elif groups:
-            wanted |= Q(is_active=True, groups__in=groups)
+            wanted |= active() & Q(groups__in=groups)
         recipients = users.filter(wanted)
         if not recipients.exists():
             why = "no user is active" if all_active else "those groups have no active member"

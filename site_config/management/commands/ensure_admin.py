@@ -28,9 +28,11 @@ class Command(BaseCommand):
                 f"python manage.py changepassword {name})."
             )
             return
-        password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        # An empty ADMIN_PASSWORD is no password: a random one is made and shown.
+        chosen = os.environ.get("ADMIN_PASSWORD", "")
+        password = chosen or secrets.token_urlsafe(12)
         users.create_superuser(username=username, email="", password=password)
-        shown = "from ADMIN_PASSWORD" if "ADMIN_PASSWORD" in os.environ else password
+        shown = "from ADMIN_PASSWORD" if chosen else password
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created the superuser {username!r}. Log in at {url}\n"

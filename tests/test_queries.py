@@ -2,25 +2,27 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractUser
 from django.db import connection
 from django.utils import timezone
 
-from notifications import services
+from notifications import queries
 from notifications.models import Notification
 
 from .conftest import make_user
+from .support import MIRROR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_claim_sets_dispatched_and_returns_only_what_it_claimed(alice: AbstractUser) -> None:
     first, second = (Notification.objects.create(user=alice, text=t) for t in ("one", "two"))
-    assert [n.pk for n in services.claim([first.pk])] == [first.pk]
+    assert [n.pk for n in queries.claim([first.pk])] == [first.pk]
 
-    claimed = services.claim([first.pk, second.pk])
+    claimed = queries.claim([first.pk, second.pk])
 
     assert [(n.pk, n.text, n.user_id) for n in claimed] == [(second.pk, "two", alice.pk)]
     assert claimed[0].dispatched is True
@@ -38,7 +40,7 @@ def test_claim_pending_takes_recent_undispatched_rows_of_the_given_users_only(
     done = Notification.objects.create(user=alice, text="done", dispatched=True)
     theirs = Notification.objects.create(user=bob, text="bob's")
 
-    claimed = services.claim_pending([alice.pk], window=60, limit=100)
+    claimed = queries.claim_pending([alice.pk], window=60, limit=100)
 
     assert [n.pk for n in claimed] == [mine.pk]
     assert Notification.objects.get(pk=old.pk).dispatched is False
@@ -53,7 +55,7 @@ def test_claim_pending_filters_in_python_for_many_users(
     Notification.objects.create(user=bob, text="bob's")
     many = [alice.pk, *range(10**6, 10**6 + 600)]
 
-    claimed = services.claim_pending(many, window=60, limit=100)
+    claimed = queries.claim_pending(many, window=60, limit=100)
 
     assert [n.pk for n in claimed] == [mine.pk]
 
@@ -63,31 +65,31 @@ def test_claim_pending_honours_the_limit_oldest_first(alice: AbstractUser) -> No
         [Notification(user=alice, text=str(i)) for i in range(5)]
     )
     ids = sorted(n.pk for n in rows)
-    assert [n.pk for n in services.claim_pending([alice.pk], window=60, limit=3)] == ids[:3]
-    assert [n.pk for n in services.claim_pending([alice.pk], window=60, limit=3)] == ids[3:]
+    assert [n.pk for n in queries.claim_pending([alice.pk], window=60, limit=3)] == ids[:3]
+    assert [n.pk for n in queries.claim_pending([alice.pk], window=60, limit=3)] == ids[3:]
 
 
 def test_release_makes_a_claimed_row_claimable_again(alice: AbstractUser) -> None:
     n = Notification.objects.create(user=alice, text="x")
-    services.claim([n.pk])
+    queries.claim([n.pk])
 
-    assert services.release([n.pk]) == 1
+    assert queries.release([n.pk]) == 1
 
     n.refresh_from_db()
     assert (n.dispatched, n.dispatched_at) == (False, None)
-    assert [c.pk for c in services.claim_pending([alice.pk], window=60, limit=10)] == [n.pk]
+    assert [c.pk for c in queries.claim_pending([alice.pk], window=60, limit=10)] == [n.pk]
 
 
 def test_history_is_newest_first_and_claims_what_it_shows(alice: AbstractUser) -> None:
     rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
 
-    shown, claimed = services.history(alice.pk, limit=2)
+    shown, claimed = queries.history(alice.pk, limit=2)
 
     assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
     assert all(n.dispatched for n in shown)
     assert sorted(n.pk for n in claimed) == [rows[1].pk, rows[2].pk]
     assert Notification.objects.get(pk=rows[0].pk).dispatched is False
-    assert services.claim_pending([alice.pk], window=60, limit=10)[0].pk == rows[0].pk
+    assert queries.claim_pending([alice.pk], window=60, limit=10)[0].pk == rows[0].pk
 
 
 def test_replay_sends_the_newest_after_the_cursor_oldest_first_dispatched_or_not(
@@ -97,7 +99,7 @@ def test_replay_sends_the_newest_after_the_cursor_oldest_first_dispatched_or_not
     Notification.objects.filter(pk=rows[3].pk).update(dispatched=True)
     Notification.objects.create(user=bob, text="bob's")
 
-    replayed, claimed = services.replay(alice.pk, after_id=rows[0].pk, limit=3)
+    replayed, claimed = queries.replay(alice.pk, after_id=rows[0].pk, limit=3)
 
     assert [n.pk for n in replayed] == [rows[2].pk, rows[3].pk, rows[4].pk]
     assert [n.pk for n in claimed] == [rows[2].pk, rows[4].pk]
@@ -117,7 +119,7 @@ def test_poll_query_reads_the_partial_index_not_the_users_history(
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
-    plan = services.pending_query(timezone.now() - timedelta(seconds=60)).explain()
+    plan = queries.pending_query(timezone.now() - timedelta(seconds=60)).explain()
 
     assert "notification_undispatched" in plan, plan
 
@@ -135,13 +137,13 @@ def test_racing_claimers_never_claim_a_row_twice(alice: AbstractUser) -> None:
         try:
             for _ in range(1000):
                 barrier.wait(timeout=30)
-                ids = [pk for pk, _ in services.pending([alice.pk], since, limit=100)]
+                ids = [pk for pk, _ in queries.pending([alice.pk], since, limit=100)]
                 # Nobody claims before everyone has read: all four go for the same rows.
                 barrier.wait(timeout=30)
                 if not ids:
                     return
                 attempted[index].extend(ids)
-                won[index].extend(n.pk for n in services.claim(ids))
+                won[index].extend(n.pk for n in queries.claim(ids))
         except BaseException as exc:
             errors.append(exc)
             barrier.abort()
@@ -174,7 +176,7 @@ def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
         try:
             barrier.wait(timeout=30)
             for _ in range(10_000):
-                batch = services.claim_pending([u.pk for u in users], window=60, limit=50)
+                batch = queries.claim_pending([u.pk for u in users], window=60, limit=50)
                 if not batch:
                     return
                 with lock:
@@ -189,3 +191,29 @@ def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
         thread.join(timeout=60)
 
     assert len(claimed) == len(set(claimed)) == 600
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", MIRROR])
+def test_queries_use_the_database_the_router_picks_for_notifications(
+    mirror_database: str, alice: AbstractUser, settings: Any
+) -> None:
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    settings.DATABASE_ROUTERS = ["tests.support.NotificationsToMirror"]
+
+    with (
+        CaptureQueriesContext(connections["default"]) as on_default,
+        CaptureQueriesContext(connections[mirror_database]) as on_mirror,
+    ):
+        claimed = queries.claim_pending([alice.pk], window=60, limit=1)
+        assert queries.release([n.pk for n in claimed]) == 1
+        shown, _ = queries.history(alice.pk, limit=2)
+        replayed, _ = queries.replay(alice.pk, after_id=0, limit=10)
+
+    assert [n.pk for n in claimed] == [rows[0].pk]
+    assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
+    assert [n.pk for n in replayed] == [n.pk for n in rows]
+    assert on_default.captured_queries == []
+    assert any("UPDATE" in q["sql"] for q in on_mirror.captured_queries)

@@ -1,0 +1,497 @@
+"""The hub: claims, fan-out, release, the worker, session checks, admission, authentication,
+replay, change watchers and GC freezing, driven directly in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AbstractUser
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+from notifications.hub import Hub, StreamRefused
+from notifications.models import Notification
+from notifications.stream import notification_stream
+
+from .support import MIRROR, ids_in, next_chunk, wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
+
+
+# Claims and fan-out: the poll claims for every user with a stream, and only for them.
+
+
+async def test_claimed_rows_go_to_every_stream_of_their_user_and_no_other(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser, bob_session: str
+) -> None:
+    a1, a2, b = (
+        hub.subscribe(alice.pk, alice_session),
+        hub.subscribe(alice.pk, alice_session),
+        hub.subscribe(bob.pk, bob_session),
+    )
+    n = await Notification.objects.acreate(user=alice, text="for alice")
+    m = await Notification.objects.acreate(user=bob, text="for bob")
+
+    assert [x.pk for x in await a1.next_batch(10) or []] == [n.pk]
+    assert [x.pk for x in await a2.next_batch(10) or []] == [n.pk]
+    assert [x.pk for x in await b.next_batch(10) or []] == [m.pk]
+    for s in (a1, a2, b):
+        hub.unsubscribe(s)
+
+
+async def test_rows_claimed_for_a_stream_that_closed_unsent_are_released(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    subscription = hub.subscribe(alice.pk, alice_session)
+    n = await Notification.objects.acreate(user=alice, text="x")
+    await wait_until(lambda: hub.stats.claimed == 1, what="the claim")
+
+    hub.unsubscribe(subscription)
+
+    async def undispatched() -> bool:
+        return not (await Notification.objects.aget(pk=n.pk)).dispatched
+
+    await wait_until(lambda: hub.stats.released == 1, what="the release")
+    assert await undispatched()
+
+
+async def test_nothing_is_claimed_for_a_user_without_a_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser, bob_session: str
+) -> None:
+    subscription = hub.subscribe(bob.pk, bob_session)
+    n = await Notification.objects.acreate(user=alice, text="x")
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 3, what="three polls")
+
+    assert not (await Notification.objects.aget(pk=n.pk)).dispatched
+    hub.unsubscribe(subscription)
+
+
+async def test_one_query_per_poll_however_many_streams(hub: Hub, settings: object) -> None:
+    settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 3600  # type: ignore[attr-defined]
+    for user_id in range(1, 201):
+        hub.subscribe(user_id, f"key{user_id}")
+    await wait_until(lambda: hub.stats.ticks >= 2, what="the poll to start")
+    ticks = hub.stats.ticks
+
+    await wait_until(lambda: hub.stats.ticks >= ticks + 5, what="five polls")
+
+    assert hub.stats.last_tick_queries == 1
+    await hub.aclose()
+
+
+async def test_a_database_error_delays_delivery_without_ending_the_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    from notifications import queries
+
+    real = queries.claim_pending
+    failures = 0
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise OperationalError("database is locked (simulated)")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(queries, "claim_pending", flaky)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    n = await Notification.objects.acreate(user=alice, text="late")
+
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+    assert hub.stats.errors == 3
+    await stream.aclose()
+
+
+# The worker thread and its connection.
+
+
+async def test_the_poll_stops_and_lets_its_connection_go_when_idle(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    subscription = hub.subscribe(alice.pk, alice_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="a poll")
+    hub.unsubscribe(subscription)
+
+    await wait_until(lambda: hub._task is None or hub._task.done(), what="the poll to stop")
+    executor = hub._worker._executor
+    assert executor is not None
+
+    def worker_connection_closed() -> bool:
+        from django.db import connection
+
+        return connection.connection is None
+
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(executor, worker_connection_closed)
+
+
+@pytest.mark.postgresql
+async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    first = await Notification.objects.acreate(user=alice, text="before")
+    assert ids_in(await next_chunk(stream)) == [first.pk]
+
+    def backend_pid() -> int:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            return int(cursor.fetchone()[0])
+
+    def terminate(pid: int) -> bool:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+            return bool(cursor.fetchone()[0])
+
+    hub_pid = await hub.run(backend_pid)
+    assert await sync_to_async(terminate)(hub_pid)
+    second = await Notification.objects.acreate(user=alice, text="after")
+
+    assert ids_in(await next_chunk(stream)) == [second.pk]
+    await stream.aclose()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", MIRROR])
+async def test_the_hub_uses_the_databases_the_router_picks(
+    mirror_database: str, hub: Hub, alice: AbstractUser, alice_session: str, settings: Any
+) -> None:
+    settings.DATABASE_ROUTERS = ["tests.support.EverythingToMirror"]
+    assert await hub.authenticate(alice_session) == alice.pk
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    n = await Notification.objects.acreate(user=alice, text="routed")
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+
+    def opened() -> tuple[bool, bool]:
+        from django.db import connections
+
+        return connections[mirror_database].connection is not None, hasattr(
+            connections._connections, "default"
+        ) and connections["default"].connection is not None
+
+    executor = hub._worker._executor
+    assert executor is not None
+    assert await asyncio.get_running_loop().run_in_executor(executor, opened) == (True, False)
+    await stream.aclose()
+
+
+# Session checks, run by the hub: a stream ends when its session or its user does.
+
+
+async def test_the_stream_ends_when_its_session_is_deleted(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    await Session.objects.filter(session_key=alice_session).adelete()
+
+    with pytest.raises(StopAsyncIteration):
+        await next_chunk(stream)
+    assert hub.stream_count == 0
+
+
+async def test_the_stream_ends_when_its_user_is_deactivated(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    alice.is_active = False
+    await alice.asave()
+
+    with pytest.raises(StopAsyncIteration):
+        await next_chunk(stream)
+
+
+async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
+    hub: Hub,
+    alice: AbstractUser,
+    alice_session: str,
+    bob: AbstractUser,
+    bob_session: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from notifications import sessions
+
+    real = sessions.session_users
+    checking, resume = threading.Event(), threading.Event()
+
+    def slow_session_users(keys: object, **kwargs: object) -> object:
+        checking.set()
+        resume.wait(10)
+        return real(keys, **kwargs)  # type: ignore[arg-type]
+
+    first = hub.subscribe(alice.pk, alice_session)
+    monkeypatch.setattr(sessions, "session_users", slow_session_users)
+    await wait_until(checking.is_set, what="a session check to start")
+
+    late = hub.subscribe(bob.pk, bob_session)
+    resume.set()
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 2, what="the check to finish")
+
+    assert not late.closed
+    assert not first.closed
+    hub.unsubscribe(first)
+    hub.unsubscribe(late)
+
+
+# Admission.
+
+
+async def test_a_stream_beyond_a_cap_is_refused_and_counted(
+    hub: Hub,
+    alice: AbstractUser,
+    alice_session: str,
+    bob: AbstractUser,
+    bob_session: str,
+    settings: Any,
+) -> None:
+    settings.NOTIFICATIONS_MAX_STREAMS_PER_USER = 2
+    settings.NOTIFICATIONS_MAX_STREAMS = 3
+    first, second = (hub.admit(alice.pk, alice_session) for _ in range(2))
+
+    with pytest.raises(StreamRefused, match="at most 2 per server process") as per_user:
+        hub.admit(alice.pk, alice_session)
+    third = hub.admit(bob.pk, bob_session)
+    with pytest.raises(StreamRefused, match="as many streams as it can") as per_process:
+        hub.check_admission(bob.pk)
+
+    assert per_user.value.retry_after == per_process.value.retry_after == 10
+    assert hub.stats.refused == 2
+    assert hub.stream_count == 3
+    hub.unsubscribe(first)
+    hub.check_admission(alice.pk)  # a closed stream frees its place
+    for s in (second, third):
+        hub.unsubscribe(s)
+
+
+async def test_a_place_whose_stream_never_started_is_freed_by_the_sweep(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications.hub import admission
+
+    monkeypatch.setattr(admission, "UNSTARTED_TIMEOUT", 0)
+    started = hub.subscribe(alice.pk, alice_session)
+    started.started = True
+    never_started = hub.subscribe(alice.pk, alice_session)
+
+    await wait_until(lambda: never_started.closed, what="the sweep")
+
+    assert not started.closed
+    assert hub.stream_count == 1
+    hub.unsubscribe(started)
+
+
+# Authentication of new streams, batched.
+
+
+async def test_streams_opening_together_are_authenticated_in_one_check(
+    hub: Hub, alice: AbstractUser, bob: AbstractUser
+) -> None:
+    from .conftest import session_for
+
+    keys = [await sync_to_async(session_for)(u) for u in (alice, bob) for _ in range(25)]
+    queries = hub.stats.session_queries
+
+    users = await asyncio.gather(*(hub.authenticate(k) for k in [*keys, "unknown"]))
+
+    assert users == [alice.pk] * 25 + [bob.pk] * 25 + [None]
+    assert hub.stats.session_queries - queries <= 4  # one check (two queries), not fifty
+
+
+# Replay: what it claims goes to the user's other streams too.
+
+
+async def test_a_replay_shares_what_it_claims_with_the_users_other_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, settings: object
+) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 3600  # type: ignore[attr-defined]
+    tab_a = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(tab_a)  # subscribed; the poll ran once and now sleeps
+    # Inserted without save(), so nothing wakes the poll: the replay claims it.
+    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="for both tabs")])
+    tab_b = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=n.pk - 1)
+    await next_chunk(tab_b)
+
+    assert ids_in(await next_chunk(tab_b)) == [n.pk]  # replayed (and claimed) by tab B
+    assert ids_in(await next_chunk(tab_a)) == [n.pk]  # tab A is not left out
+    await tab_a.aclose()
+    await tab_b.aclose()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from notifications import queries
+    from notifications.hub import worker
+
+    tab_a = hub.subscribe(alice.pk, alice_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="late")])
+    # Outside the live window: only the replay can claim it, never the poll.
+    await Notification.objects.filter(pk=n.pk).aupdate(created=timezone.now() - timedelta(hours=1))
+    real, go_on = queries.replay, threading.Event()
+
+    def slow_replay(*args: Any) -> queries.Shown:
+        go_on.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(queries, "replay", slow_replay)
+    monkeypatch.setattr(worker, "DATABASE_TIMEOUT", 0.1)
+    tab_b = hub.subscribe(alice.pk, alice_session)
+    with pytest.raises(TimeoutError):
+        await hub.replay(tab_b, n.pk - 1, 10)  # tab B gives up waiting
+    go_on.set()  # the query ends, and commits its claim, after all
+
+    assert [x.pk for x in await tab_a.next_batch(idle=10) or []] == [n.pk]
+    hub.unsubscribe(tab_a)
+    hub.unsubscribe(tab_b)
+
+
+# Wake-ups: with an hour between polls, a notification arrives only if something woke the poll.
+
+
+@pytest.fixture
+def slow_poll(fast_poll: None, settings: Any) -> None:
+    settings.NOTIFICATIONS_POLL_INTERVAL = 3600
+
+
+async def stream_after_first_poll(
+    hub: Hub, user: AbstractUser, session: str
+) -> AsyncGenerator[str, None]:
+    """Open a stream and wait for the poll its subscription starts; the next is an hour off."""
+    stream = notification_stream(hub, hub.subscribe(user.pk, session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    return stream
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_save_in_this_process_wakes_the_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = await stream_after_first_poll(hub, alice, alice_session)
+
+    n = await Notification.objects.acreate(user=alice, text="woken")
+
+    assert ids_in(await next_chunk(stream)) == [n.pk]
+    await stream.aclose()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_bulk_insert_wakes_the_poll_through_notifications_created(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from notifications.hub import notifications_created
+
+    stream = await stream_after_first_poll(hub, alice, alice_session)
+
+    rows = await Notification.objects.abulk_create(
+        [Notification(user=alice, text=f"bulk {i}") for i in range(3)]
+    )
+    await sync_to_async(notifications_created)()
+
+    got: list[int] = []
+    while len(got) < 3:
+        got += ids_in(await next_chunk(stream))
+    assert got == [n.pk for n in rows]
+    await stream.aclose()
+
+
+@pytest.mark.usefixtures("slow_poll")
+async def test_a_row_inserted_by_another_connection_wakes_the_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    """PostgreSQL: the insert trigger's NOTIFY; SQLite: the change in PRAGMA data_version."""
+    from django.db import connection, connections
+
+    stream = await stream_after_first_poll(hub, alice, alice_session)
+    # The watcher is up, and its own first wake-up is behind us.
+    if connection.vendor == "postgresql":
+        await wait_until(lambda: hub.listening, what="the LISTEN connection")
+    else:
+        await wait_until(lambda: hub.stats.change_checks >= 2, what="two data_version reads")
+    wakes = hub.stats.wakes
+
+    def insert_elsewhere() -> int:
+        # A connection of its own, outside Django's signals: as another process would.
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO notifications_notification (user_id, text, dispatched, created)"
+                    " VALUES (%s, %s, %s, %s) RETURNING id",
+                    [alice.pk, "from elsewhere", False, timezone.now()],
+                )
+                return int(cursor.fetchone()[0])
+        finally:
+            other.close()
+
+    pk = await sync_to_async(insert_elsewhere, thread_sensitive=False)()
+
+    assert ids_in(await next_chunk(stream)) == [pk]
+    assert hub.stats.wakes > wakes
+    await stream.aclose()
+
+
+# GC freezing.
+
+
+def test_long_lived_objects_are_frozen_then_thawed_and_collected(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from notifications.hub import gcfreeze
+
+    settings.NOTIFICATIONS_GC_FREEZE = True
+    monkeypatch.setattr(gcfreeze, "_next_thaw", 0.0)
+    collections = gc.get_stats()[2]["collections"]
+    try:
+        gcfreeze.keep_long_lived_out_of_gc()
+        assert gc.get_freeze_count() > 0
+        monkeypatch.setattr(gcfreeze, "_next_thaw", 1.0)  # due: thaw and collect now
+
+        gcfreeze.keep_long_lived_out_of_gc()
+
+        assert gc.get_stats()[2]["collections"] > collections
+        assert gc.get_freeze_count() > 0  # frozen again after the collection
+        settings.NOTIFICATIONS_GC_FREEZE = False
+        gc.unfreeze()
+        gcfreeze.keep_long_lived_out_of_gc()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
+def test_gc_freezing_is_off_unless_the_site_turns_it_on(settings: Any) -> None:
+    import gc
+
+    from notifications import conf
+    from notifications.hub import gcfreeze
+
+    del settings.NOTIFICATIONS_GC_FREEZE
+    assert conf.gc_freeze() is False
+    gc.unfreeze()
+    gcfreeze.keep_long_lived_out_of_gc()
+    assert gc.get_freeze_count() == 0
