@@ -71,8 +71,9 @@ async def browser() -> AsyncIterator[Any]:
 NETWORK_ERROR = re.compile(r"^Failed to load resource: |net::ERR_")
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def context(browser: Any) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def checked_context(browser: Any) -> AsyncIterator[Any]:
+    """A browser context (a device of its own) whose pages must log no errors."""
     context = await browser.new_context()
     errors: list[str] = []
 
@@ -90,6 +91,12 @@ async def context(browser: Any) -> AsyncIterator[Any]:
     finally:
         await context.close()
     assert errors == [], "the pages logged errors"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def context(browser: Any) -> AsyncIterator[Any]:
+    async with checked_context(browser) as context:
+        yield context
 
 
 @pytest.fixture
