@@ -219,6 +219,8 @@ class Bell {
   clicked(event) {
     const item = event.target instanceof Element ? event.target.closest('[role="menuitem"]') : null;
     if (!item || !this.menu.contains(item)) return;
+    // The middle button opens links elsewhere; on anything else it does nothing.
+    if (event.type === 'auxclick' && !(item instanceof HTMLAnchorElement)) return;
     if (item.getAttribute('aria-disabled') === 'true') {
       event.preventDefault();
       return;
