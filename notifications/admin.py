@@ -166,7 +166,7 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 form.add_error("group", f"Nobody to send to: {form.audience()} is nobody.")
                 count = None
             elif "confirm" in request.POST:
-                created = services.send_bulk(recipients, form.cleaned_data["text"])
+                created = services.send_bulk(recipients, **form.fields_to_send())
                 self.message_user(
                     request,
                     f"Sent {_count(created)} to {form.audience()}.",
@@ -202,7 +202,7 @@ def notify_users(
     form = SendNotificationForm(request.POST if "apply" in request.POST else None)
     if form.is_valid():
         # Sent to whom was selected, active or not: an explicit choice.
-        created = services.send_bulk(queryset, form.cleaned_data["text"])
+        created = services.send_bulk(queryset, **form.fields_to_send())
         modeladmin.message_user(
             request,
             f"Sent {_count(created)} to the selected users.",

@@ -60,20 +60,24 @@ class LevelField(forms.ChoiceField):
         return str(super().clean(value) or DEFAULT_LEVEL)
 
 
-class SendNotificationForm(forms.Form):
-    """The text to send to the users selected on the admin's user list."""
-
+class _SendingForm(forms.Form):
     text = TextField()
     url = LinkField()
     level = LevelField()
 
+    def fields_to_send(self) -> dict[str, Any]:
+        """Return the cleaned form as keyword arguments of services.send_bulk."""
+        data = self.cleaned_data
+        return {"text": data["text"], "url": data["url"] or None, "level": data["level"]}
 
-class BroadcastForm(forms.Form):
+
+class SendNotificationForm(_SendingForm):
+    """The text, link and level to send to the users selected on the admin's user list."""
+
+
+class BroadcastForm(_SendingForm):
     """A text for every active user, or for the active members of one group."""
 
-    text = TextField()
-    url = LinkField()
-    level = LevelField()
     group = forms.ModelChoiceField(
         queryset=Group.objects.order_by("name"),
         required=False,

@@ -82,7 +82,9 @@ def claim(ids: Sequence[int]) -> list[Notification]:
             sql = (
                 f"UPDATE {_table(alias)} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
                 f"WHERE id IN ({placeholders}) AND dispatched = %s "
-                "RETURNING id, user_id, text, created, dispatched, dispatched_at"
+                # Every column the stream sends: a deferred one would cost a query per row.
+                "RETURNING id, user_id, text, created, dispatched, dispatched_at, read_at, url, "
+                "level"
             )
             claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False], using=alias))
     claimed.sort(key=lambda n: n.pk)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from django.db import DatabaseError
 
-from . import conf, sse
+from . import conf, payload, sse
 from .hub import Hub, Subscription
 from .models import Notification
 
@@ -21,12 +21,8 @@ EVENT_NAME = "notification"
 
 def encode(notification: Notification) -> str:
     """Return the SSE event for one notification."""
-    payload = {
-        "id": notification.pk,
-        "text": notification.text,
-        "created": notification.created.isoformat(timespec="microseconds"),
-    }
-    return sse.event(sse.json_data(payload), id=notification.pk, event=EVENT_NAME)
+    data = sse.json_data(payload.notification(notification))
+    return sse.event(data, id=notification.pk, event=EVENT_NAME)
 
 
 def _encode_all(notifications: Iterable[Notification]) -> str:

@@ -454,3 +454,71 @@ def test_notification_list_filters_by_read(admin_client: Client) -> None:
     assert shown("read=yes") == ["alpha read"]
     assert shown("read=no") == ["alpha unread"]
     assert shown("level=info&read=no") == ["alpha unread"]
+
+
+def test_broadcast_sends_the_link_and_level_after_showing_them(admin_client: Client) -> None:
+    make_user("alice")
+    token = csrf_token(admin_client.get(BROADCAST).content.decode())
+    fields = {"text": "Maintenance", "url": "/status", "level": "warning", "group": ""}
+
+    confirm = admin_client.post(BROADCAST, {"csrfmiddlewaretoken": token, **fields})
+    page = confirm.content.decode()
+    assert "Level: <strong>Warning</strong>; link: <code>/status</code>" in page
+    admin_client.post(
+        BROADCAST, {"csrfmiddlewaretoken": csrf_token(page), **fields, "confirm": "yes"}
+    )
+
+    assert set(Notification.objects.values_list("url", "level")) == {("/status", "warning")}
+    assert Notification.objects.count() == 2
+
+
+def test_broadcast_refuses_a_javascript_link(admin_client: Client) -> None:
+    make_user("alice")
+    token = csrf_token(admin_client.get(BROADCAST).content.decode())
+    refused = admin_client.post(
+        BROADCAST,
+        {"csrfmiddlewaretoken": token, "text": "x", "url": "javascript:alert(1)", "group": ""},
+    )
+    assert "scheme javascript: are not allowed" in unescape(refused.content.decode())
+    assert 'id="broadcast-count"' not in refused.content.decode()
+
+
+def test_user_action_sends_the_link_and_level(admin_client: Client) -> None:
+    alice = make_user("alice")
+    form = start_user_action(admin_client, [alice])
+    assert 'name="url"' in form and 'name="level"' in form
+    admin_client.post(
+        USERS,
+        {
+            "csrfmiddlewaretoken": csrf_token(form),
+            "action": "notify_users",
+            "_selected_action": [str(alice.pk)],
+            "select_across": "0",
+            "text": "Your order shipped",
+            "url": "https://shop.example/orders/1",
+            "level": "success",
+            "apply": "Send",
+        },
+    )
+    assert list(Notification.objects.values_list("url", "level")) == [
+        ("https://shop.example/orders/1", "success")
+    ]
+
+
+def test_user_action_refuses_a_data_link(admin_client: Client) -> None:
+    alice = make_user("alice")
+    form = start_user_action(admin_client, [alice])
+    refused = admin_client.post(
+        USERS,
+        {
+            "csrfmiddlewaretoken": csrf_token(form),
+            "action": "notify_users",
+            "_selected_action": [str(alice.pk)],
+            "select_across": "0",
+            "text": "x",
+            "url": "data:text/html,x",
+            "apply": "Send",
+        },
+    )
+    assert "scheme data: are not allowed" in unescape(refused.content.decode())
+    assert not Notification.objects.exists()

@@ -32,7 +32,9 @@ async def test_live_notification_is_sent_once_as_an_sse_event(
 ) -> None:
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
-    n = await Notification.objects.acreate(user=alice, text="hello\nworld")
+    n = await Notification.objects.acreate(
+        user=alice, text="hello\nworld", url="/orders/42", level="success"
+    )
 
     chunk = await next_chunk(stream)
 
@@ -43,6 +45,9 @@ async def test_live_notification_is_sent_once_as_an_sse_event(
                 "id": n.pk,
                 "text": "hello\nworld",
                 "created": n.created.isoformat(timespec="microseconds"),
+                "read": False,
+                "url": "/orders/42",
+                "level": "success",
             }
         )
         + "\n\n"
