@@ -631,6 +631,10 @@ async def test_levels_and_links_render_safely_in_history_and_from_the_api(
     await wait_live(page)
     assert await page.locator("#notifications li").count() == 50
     await assert_rendered(page, newer, "#notifications")
+    # And as they arrive on the stream (built by render.js from the event's JSON).
+    live = await make_linked(dave)
+    await shown_in([page], live["hostile"])
+    await assert_rendered(page, live, "#notifications")
 
     load = page.locator("#load-older")
     await load.wait_for(timeout=5 * MS)
@@ -750,12 +754,9 @@ async def test_the_bell_on_a_plain_host_page_is_live_and_marks_read_as_opened(
     # The newest first; its markup stays text.
     assert await focused(page) == live.text
     assert await page.locator(f"{BELL_MENU} img").count() == 0
-    assert (
-        await page.get_attribute(
-            f"{BELL} [data-id='{older.pk}'] .notifications-level", "data-level"
-        )
-        == "warning"
-    )
+    for n, level in ((older, "warning"), (live, "error")):
+        badge = page.locator(f"{BELL} [data-id='{n.pk}'] .notifications-level")
+        assert await badge.get_attribute("data-level") == level
     await page.keyboard.press("Enter")
     # Opened: marked read, the menu closed, the keyboard back on the button.
     await page.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
