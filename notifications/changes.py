@@ -11,13 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import timedelta
+from functools import reduce
+from operator import or_
 
-from django.db.models import Count, QuerySet
+from django.db import connections
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from . import conf
 from .models import Change, Notification
 from .queries import database_alias
+
+# Id ranges per query when gaps are read again.
+RANGES_PER_QUERY = 200
 
 # Users per count query: far below SQLite's and PostgreSQL's limits on bound parameters.
 USERS_PER_QUERY = 500
@@ -56,6 +62,54 @@ def after(cursor: int, limit: int) -> list[Change]:
     return list(_changes().filter(pk__gt=cursor).order_by("pk")[:limit])
 
 
+def ids_between(low: int, high: int) -> list[int]:
+    """Return the ids of the changes visible now from `low` to `high` (inclusive), in order."""
+    return list(
+        _changes().filter(pk__range=(low, high)).order_by("pk").values_list("pk", flat=True)
+    )
+
+
+def in_ranges(ranges: Sequence[tuple[int, int]]) -> list[Change]:
+    """Return the changes visible now with an id in one of these (inclusive) ranges."""
+    found: list[Change] = []
+    for start in range(0, len(ranges), RANGES_PER_QUERY):
+        chunk = ranges[start : start + RANGES_PER_QUERY]
+        where = reduce(or_, (Q(pk__range=bounds) for bounds in chunk))
+        found.extend(_changes().filter(where).order_by("pk"))
+    return found
+
+
+def writers() -> frozenset[str]:
+    """Return the transactions writing to the change log now (PostgreSQL; elsewhere none).
+
+    Those holding RowExclusiveLock on its table, this connection's excepted: an INSERT takes
+    it before it allocates its id and keeps it until its transaction ends, so a change with an
+    id that is not visible yet belongs to one of them, or never commits.
+    """
+    alias = database_alias()
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return frozenset()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT virtualtransaction FROM pg_locks "
+            "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
+            [connection.ops.quote_name(Change._meta.db_table)],
+        )
+        return frozenset(row[0] for row in cursor.fetchall())
+
+
+def ids_can_commit_out_of_order() -> bool:
+    """Whether a change can become visible after one with a higher id (PostgreSQL: yes).
+
+    SQLite allocates an id under the database's write lock and commits or rolls back before
+    the next insert starts, so a gap there never fills.
+    """
+    return connections[database_alias()].vendor == "postgresql"
+
+
 def prune() -> int:
     """Delete changes older than the retention; return how many went."""
     cutoff = timezone.now() - timedelta(seconds=conf.change_retention())
@@ -63,11 +117,16 @@ def prune() -> int:
     return count
 
 
-def unread_counts(user_ids: Collection[int]) -> dict[int, int]:
-    """Return the unread count of each of these users (0 for those with none unread)."""
+def unread_counts(user_ids: Collection[int], *, up_to: int | None = None) -> dict[int, int]:
+    """Return the unread count of each of these users (0 for those with none unread).
+
+    `up_to`: count only notifications with an id up to it (those a hub has handed out).
+    """
     counts = dict.fromkeys(user_ids, 0)
     users = sorted(counts)
     unread = Notification.objects.using(database_alias()).filter(read_at__isnull=True)
+    if up_to is not None:
+        unread = unread.filter(pk__lte=up_to)
     for start in range(0, len(users), USERS_PER_QUERY):
         chunk = users[start : start + USERS_PER_QUERY]
         rows = (

@@ -94,3 +94,13 @@ def gc_freeze() -> bool:
 def change_retention() -> float:
     """Seconds a read or deleted change stays in the change log before it is pruned."""
     return float(getattr(settings, "NOTIFICATIONS_CHANGE_RETENTION", 600.0))
+
+
+def listen_database_url() -> str:
+    """A libpq connection URL for PostgreSQL's LISTEN alone, or "" to use the default database.
+
+    For a site whose DATABASE_URL goes through a pooler in transaction mode (PgBouncer), which
+    breaks LISTEN: a URL (not a DATABASES-style dict) because psycopg takes it as it is, and it
+    is written like the DATABASE_URL beside it.
+    """
+    return str(getattr(settings, "NOTIFICATIONS_LISTEN_DATABASE_URL", "") or "")

@@ -7,12 +7,15 @@ has no UPDATE ... RETURNING; SQLite (3.35+) and PostgreSQL both run the raw stat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime, timedelta
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import reduce
+from operator import or_
 from typing import NamedTuple
 
 from django.db import connections, router, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .models import Notification
@@ -37,34 +40,6 @@ def _table(alias: str) -> str:
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
     for start in range(0, len(ids), CHUNK_SIZE):
         yield ids[start : start + CHUNK_SIZE]
-
-
-def pending_query(since: datetime) -> QuerySet[Notification, tuple[int, int]]:
-    """Return the poll's query: (id, user_id) of every undispatched row created since `since`.
-
-    No user filter: the partial index on `created` (undispatched rows only) serves exactly this
-    query on SQLite and PostgreSQL, so its cost is the recent undispatched rows, not the users'
-    history. Naming users in the WHERE clause lets the planners pick the (user, id) index
-    instead and read every connected user's whole history each second.
-    """
-    return (
-        Notification.objects.using(database_alias())
-        .filter(dispatched=False, created__gte=since)
-        .order_by("created")
-        .values_list("id", "user_id")
-    )
-
-
-def pending(user_ids: Collection[int], since: datetime, limit: int) -> list[tuple[int, int]]:
-    """Return (id, user_id) of undispatched notifications created since `since` for these users.
-
-    Oldest first, at most `limit`. Read-only: a candidate is not yet claimed.
-    """
-    if not user_ids:
-        return []
-    wanted = user_ids if isinstance(user_ids, (set, frozenset)) else set(user_ids)
-    found = [(pk, user_id) for pk, user_id in pending_query(since) if user_id in wanted]
-    return found[:limit]
 
 
 def claim(ids: Sequence[int]) -> list[Notification]:
@@ -105,38 +80,43 @@ def release(ids: Sequence[int]) -> int:
     return released
 
 
-def claim_pending(user_ids: Collection[int], *, window: float, limit: int) -> list[Notification]:
-    """Claim the recent undispatched notifications of these users; return what was claimed."""
-    since = timezone.now() - timedelta(seconds=window)
-    candidates = pending(user_ids, since, limit)
-    return claim([pk for pk, _ in candidates]) if candidates else []
+def replay(user_id: int, after_id: int, up_to: int, limit: int) -> Shown:
+    """Return the user's notifications with an id above `after_id` and at most `up_to`.
 
-
-def replay(user_id: int, after_id: int, limit: int) -> Shown:
-    """Return the user's notifications with an id above `after_id`, dispatched or not.
-
-    The newest `limit` of them, oldest first. Undispatched ones among them are claimed: the
-    caller sends them to this stream and hands the claimed ones to the user's other streams.
+    Dispatched or not; the newest `limit` of them, oldest first. Undispatched ones among them
+    are claimed: the caller sends them to its stream (and releases them if it cannot).
     """
     rows = list(
         Notification.objects.using(database_alias())
-        .filter(user_id=user_id, pk__gt=after_id)
+        .filter(user_id=user_id, pk__gt=after_id, pk__lte=up_to)
         .order_by("-pk")[:limit]
     )
     rows.reverse()
     return Shown(rows, _claim_shown(rows))
 
 
-def history(user_id: int, limit: int) -> Shown:
-    """Return the user's newest `limit` notifications, newest first, claiming undispatched ones.
+def history(user_id: int, limit: int) -> History:
+    """Return the user's newest `limit` notifications up to a settled id, newest first.
 
-    What a page shows has been seen; the caller hands the claimed ones to the user's open
-    streams, which would otherwise never get them.
+    Settled: no row with a lower id can still appear (settled_newest_id()), so a stream that
+    resumes from it (`History.up_to`) misses nothing. Undispatched rows shown are claimed:
+    what a page shows has been seen.
     """
+    up_to = settled_newest_id()
     rows = list(
-        Notification.objects.using(database_alias()).filter(user_id=user_id).order_by("-pk")[:limit]
+        Notification.objects.using(database_alias())
+        .filter(user_id=user_id, pk__lte=up_to)
+        .order_by("-pk")[:limit]
     )
-    return Shown(rows, _claim_shown(rows))
+    _claim_shown(rows)
+    return History(rows, up_to)
+
+
+class History(NamedTuple):
+    """A page's rows, and the id from which its stream resumes."""
+
+    rows: list[Notification]
+    up_to: int
 
 
 class Shown(NamedTuple):
@@ -157,3 +137,165 @@ def _claim_shown(rows: list[Notification]) -> list[Notification]:
             n.dispatched = True
             n.dispatched_at = by_id[n.pk].dispatched_at
     return claimed
+
+
+# The poll: a cursor on the id over every user's new rows (see hub.horizon).
+
+# Rows a scan reads at most; a larger backlog is read by the next polls without a pause.
+SCAN_LIMIT = 5000
+
+# Hole ranges per query when they are read again.
+RANGES_PER_QUERY = 200
+
+# Seconds between two looks at who writes, while settled_newest_id() waits.
+SETTLE_CHECK_INTERVAL = 0.01
+
+
+def newest_id() -> int:
+    """Return the highest notification id visible now (0 when there is none)."""
+    newest = (
+        Notification.objects.using(database_alias())
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return newest or 0
+
+
+def scan_query(after_id: int) -> QuerySet[Notification, tuple[int, int]]:
+    """Return the poll's query: (id, user_id) of every user's rows above `after_id`, by id.
+
+    The primary key's index serves it: its cost is the new rows alone, whoever they are for.
+    """
+    return (
+        Notification.objects.using(database_alias())
+        .filter(pk__gt=after_id)
+        .order_by("pk")
+        .values_list("pk", "user_id")
+    )
+
+
+def scan(after_id: int, limit: int) -> list[tuple[int, int]]:
+    """Return (id, user_id) of the rows above `after_id`, in id order, at most `limit`."""
+    return list(scan_query(after_id)[:limit])
+
+
+def read_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Return (id, user_id) of the rows visible now with an id in one of these ranges."""
+    found: list[tuple[int, int]] = []
+    alias = database_alias()
+    for start in range(0, len(ranges), RANGES_PER_QUERY):
+        chunk = ranges[start : start + RANGES_PER_QUERY]
+        where = reduce(or_, (Q(pk__range=bounds) for bounds in chunk))
+        found.extend(
+            Notification.objects.using(alias)
+            .filter(where)
+            .order_by("pk")
+            .values_list("pk", "user_id")
+        )
+    return found
+
+
+def writers() -> frozenset[str]:
+    """Return the transactions writing to the notification table now (PostgreSQL; else none).
+
+    Those that hold RowExclusiveLock on it, this connection's excepted: an INSERT takes that
+    lock before it allocates its id and keeps it until the transaction ends. (UPDATEs and
+    DELETEs take it too; they only make a hole wait a little longer.) Prepared transactions
+    have no pid and are kept.
+    """
+    connection = connections[database_alias()]
+    if connection.vendor != "postgresql":
+        return frozenset()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT virtualtransaction FROM pg_locks "
+            "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
+            [_table(database_alias())],
+        )
+        return frozenset(row[0] for row in cursor.fetchall())
+
+
+class Start(NamedTuple):
+    """Where a hub's cursor starts: the newest id, and who was writing just after."""
+
+    newest_id: int
+    writers: frozenset[str]
+
+
+def start() -> Start:
+    """Return where a poll's cursor starts (hub.horizon.Horizon)."""
+    newest = newest_id()
+    return Start(newest, writers())
+
+
+def settled_newest_id(timeout: float = 3.0) -> int:
+    """Return the newest visible id once no row with a lower id can still appear.
+
+    On PostgreSQL, a transaction that began writing before the newest id was read may still
+    commit a lower one: wait (up to `timeout` seconds) until every such writer has ended. On
+    SQLite nothing waits: ids commit in order there.
+    """
+    newest, waiting = start()
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        time.sleep(SETTLE_CHECK_INTERVAL)
+        waiting &= writers()
+    return newest
+
+
+class Deliverable(NamedTuple):
+    """Rows to hand to streams, and the ids of those this call claimed."""
+
+    rows: list[Notification]
+    claimed: frozenset[int]
+
+
+def deliverable(ids: Sequence[int]) -> Deliverable:
+    """Claim the undispatched ones among these notifications, then return them all, by id.
+
+    Claimed first and read after, so each row says whether it is dispatched now.
+    """
+    claimed = claim(ids) if ids else []
+    return Deliverable(fetch(ids), frozenset(n.pk for n in claimed))
+
+
+def fetch(ids: Iterable[int]) -> list[Notification]:
+    """Return these notifications (those that exist), in id order."""
+    rows: list[Notification] = []
+    alias = database_alias()
+    for chunk in _chunks(sorted(set(ids))):
+        rows.extend(Notification.objects.using(alias).filter(pk__in=chunk))
+    rows.sort(key=lambda n: n.pk)
+    return rows
+
+
+def catch_up(up_to: Mapping[int, int], since: datetime) -> list[Notification]:
+    """Claim and return the undispatched rows of these users created since `since`.
+
+    `up_to` maps each user to the highest id to take; oldest first. For a user whose first
+    stream opens in a process: what was sent shortly before is delivered live, once.
+    """
+    if not up_to:
+        return []
+    alias = database_alias()
+    highest = max(up_to.values())
+    candidates: list[int] = []
+    for chunk in _chunks(sorted(up_to)):
+        rows = (
+            Notification.objects.using(alias)
+            .filter(user_id__in=chunk, dispatched=False, created__gte=since, pk__lte=highest)
+            .values_list("pk", "user_id")
+        )
+        candidates.extend(pk for pk, user_id in rows if pk <= up_to[user_id])
+    if not candidates:
+        return []
+    return fetch(n.pk for n in claim(candidates))
+
+
+def notify(channel: str, payload: str) -> None:
+    """Send a PostgreSQL NOTIFY on this (possibly pooled) connection."""
+    with connections[database_alias()].cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])

@@ -35,6 +35,15 @@ def event(data: str, *, id: str | int | None = None, event: str | None = None) -
     return "".join(lines)
 
 
+def last_event_id(id: str | int) -> str:
+    """Return a block with an `id:` field alone: it sets the client's last event ID, no event.
+
+    (HTML Standard 9.2.6: dispatching sets the last event ID string before it returns for an
+    empty data buffer.)
+    """
+    return f"id: {_check_field('id', str(id))}\n\n"
+
+
 def comment(text: str = "") -> str:
     """Return a comment line, which clients ignore and proxies see as traffic."""
     return f": {_check_field('comment', text)}\n" if text else ":\n"

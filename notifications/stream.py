@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 
 from django.db import DatabaseError
 
 from . import conf, payload, sse
 from .hub import Hub, Subscription
+from .hub.change_events import ChangeEvent
+from .hub.subscription import Item
 from .models import Notification
 
 logger = logging.getLogger(__name__)
@@ -25,10 +27,6 @@ def encode(notification: Notification) -> str:
     return sse.event(data, id=notification.pk, event=EVENT_NAME)
 
 
-def _encode_all(notifications: Iterable[Notification]) -> str:
-    return "".join(encode(n) for n in notifications)
-
-
 class NotificationStream:
     """A stream response's body: the generator below, plus a `close()` that frees its place.
 
@@ -36,11 +34,11 @@ class NotificationStream:
     generator ever ran (its `finally` then never runs). Closing twice is harmless.
     """
 
-    def __init__(self, hub: Hub, subscription: Subscription, *, last_event_id: int | None) -> None:
+    def __init__(self, hub: Hub, subscription: Subscription) -> None:
         self._hub = hub
         self._subscription = subscription
         self._loop = asyncio.get_running_loop()
-        self._iterator = notification_stream(hub, subscription, last_event_id=last_event_id)
+        self._iterator = notification_stream(hub, subscription)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iterator
@@ -51,15 +49,18 @@ class NotificationStream:
             self._loop.call_soon_threadsafe(self._hub.unsubscribe, self._subscription)
 
 
-async def notification_stream(
-    hub: Hub, subscription: Subscription, *, last_event_id: int | None = None
-) -> AsyncIterator[str]:
-    """Yield the subscription's notifications as SSE: replay after `last_event_id`, then live.
+async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIterator[str]:
+    """Yield the subscription's notifications as SSE: replay after its cursor, then live.
 
-    Subscribed first and replaying second, so a row created in between is not missed; a row
-    both replayed and claimed live is sent once. Ends when the hub ends the subscription (the
-    session ended), and after `NOTIFICATIONS_STREAM_MAX_BYTES` (the client reconnects with its
-    Last-Event-ID); on a client disconnect Django cancels it and the `finally` unsubscribes.
+    Subscribed first and replaying second: the replay covers the rows after the cursor up to
+    the hub's position when the stream subscribed, live delivery what passes it after, so a
+    row is sent once and a resumed stream never jumps an id still to commit. Events go out in
+    id order; a row sent after a higher id (one committed late, a catch-up) is followed by a
+    bare `id:` field that sets the browser's Last-Event-ID back to the highest id sent.
+
+    Ends when the hub ends the subscription (the session ended), and after
+    `NOTIFICATIONS_STREAM_MAX_BYTES` (the client reconnects with its Last-Event-ID); on a
+    client disconnect Django cancels it and the `finally` unsubscribes.
     """
     started = time.monotonic()
     sent_events = 0
@@ -68,15 +69,20 @@ async def notification_stream(
     subscription.started = True
     logger.info("Stream opened: user %s", subscription.user_id)
     try:
+        # A stream that opens as the poll starts waits for the poll's first query (ms), so
+        # that what commits once its client sees it open comes live.
+        with contextlib.suppress(TimeoutError):
+            await hub.placed(subscription)
         # daphne sends the status line and headers only with the first body chunk.
         yield sse.retry(conf.retry_milliseconds())
         if subscription.closed:
             reason = "refused"
             return
         replayed: set[int] = set()
-        if last_event_id is not None:
+        highest = subscription.after or 0
+        if subscription.after is not None:
             try:
-                rows = await hub.replay(subscription, last_event_id, conf.replay_limit())
+                rows = await hub.replay(subscription, subscription.after, conf.replay_limit())
             except (DatabaseError, TimeoutError):
                 # Ending lets the client reconnect with the same cursor once the database
                 # answers again; nothing has been sent, so nothing is skipped.
@@ -92,7 +98,7 @@ async def notification_stream(
                 return
             replayed = {n.pk for n in rows}
             if rows:
-                chunk = _encode_all(rows)
+                chunk, highest = _encode_in_order(rows, highest)
                 sent_events += len(rows)
                 sent_bytes += len(chunk.encode())
                 yield chunk
@@ -113,10 +119,9 @@ async def notification_stream(
                 sent_bytes += len(comment)
                 yield comment
                 continue
-            fresh = [n for n in batch if n.pk not in replayed]
-            if fresh:
-                chunk = _encode_all(fresh)
-                sent_events += len(fresh)
+            chunk, highest, count = _encode_batch(batch, highest, replayed)
+            if chunk:
+                sent_events += count
                 sent_bytes += len(chunk.encode())
                 yield chunk
     finally:
@@ -128,3 +133,55 @@ async def notification_stream(
             sent_events,
             reason,
         )
+
+
+def encode_change(event: ChangeEvent) -> str:
+    """Return the SSE event for a read or deleted change: named, with no id.
+
+    No `id:` field, so the browser's Last-Event-ID stays the id of the last notification: the
+    HTML Standard (9.2.6) sets the last event ID only from an `id:` field, and an event without
+    one keeps it. A resume after a change event therefore replays from the right place.
+    """
+    return sse.event(sse.json_data(event.data), event=event.name)
+
+
+def _encode_batch(
+    batch: Iterable[Item], highest: int, replayed: Container[int]
+) -> tuple[str, int, int]:
+    """Return the events for a batch in the order it was handed over, the highest id sent,
+    and how many events there are.
+
+    Order matters: a change event's unread count covers the notifications handed before it.
+    """
+    parts: list[str] = []
+    run: list[Notification] = []
+    count = 0
+    for item in [*batch, None]:
+        if isinstance(item, Notification):
+            if item.pk not in replayed:
+                run.append(item)
+            continue
+        if run:
+            chunk, highest = _encode_in_order(run, highest)
+            parts.append(chunk)
+            count += len(run)
+            run = []
+        if item is not None:
+            parts.append(encode_change(item))
+            count += 1
+    return "".join(parts), highest, count
+
+
+def _encode_in_order(notifications: Iterable[Notification], highest: int) -> tuple[str, int]:
+    """Return the events for these notifications in id order, and the highest id sent so far.
+
+    The client's Last-Event-ID must stay the highest id it has: it resumes from there, and
+    everything below it has been sent. After a row with a lower id, a bare `id:` field sets it
+    back. The HTML Standard (9.2.6, "dispatch the event") sets the last event ID string from
+    the id buffer first, then returns without an event when the data buffer is empty.
+    """
+    ordered = sorted(notifications, key=lambda n: n.pk)
+    chunk = "".join(encode(n) for n in ordered)
+    if ordered and ordered[-1].pk < highest:
+        chunk += sse.last_event_id(highest)
+    return chunk, max(highest, ordered[-1].pk) if ordered else highest

@@ -4,7 +4,6 @@ import logging
 import re
 from urllib.parse import urlencode
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.decorators import login_required
@@ -21,7 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from . import queries
-from .hub import StreamRefused, get_hub, share
+from .hub import StreamRefused, get_hub
 from .stream import NotificationStream
 
 logger = logging.getLogger(__name__)
@@ -38,13 +37,11 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 @login_required
 def page(request: HttpRequest) -> HttpResponse:
     assert request.user.pk is not None
-    notifications, claimed = queries.history(request.user.pk, HISTORY_LIMIT)
-    if claimed:
-        async_to_sync(share)(claimed)
-    newest_id = notifications[0].pk if notifications else 0
+    # Every row up to `up_to` is shown or was not the user's: the stream resumes from there.
+    notifications, up_to = queries.history(request.user.pk, HISTORY_LIMIT)
     # `user`: a page left open while someone else signs in on the same browser must not
     # show that person's notifications under this user's name.
-    query = urlencode({"last_event_id": newest_id, "user": request.user.pk})
+    query = urlencode({"last_event_id": up_to, "user": request.user.pk})
     stream_url = f"{reverse('notifications:stream')}?{query}"
     return render(
         request,
@@ -133,9 +130,9 @@ async def stream(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
             hub.check_admission(user_id)
             response = HttpResponse(content_type=EVENT_STREAM)
         else:
-            subscription = hub.admit(user_id, session_key)
+            subscription = hub.admit(user_id, session_key, after=last_event_id)
             response = StreamingHttpResponse(
-                NotificationStream(hub, subscription, last_event_id=last_event_id),
+                NotificationStream(hub, subscription),
                 content_type=EVENT_STREAM,
             )
     except StreamRefused as exc:

@@ -168,3 +168,5 @@ NOTIFICATIONS_STREAM_MAX_BYTES = env.int("NOTIFICATIONS_STREAM_MAX_BYTES", defau
 # Off in the app (a process-wide choice); on for this site, which holds thousands of streams.
 NOTIFICATIONS_GC_FREEZE = env.bool("NOTIFICATIONS_GC_FREEZE", default=True)
 NOTIFICATIONS_CHANGE_CHECK_INTERVAL = env.float("NOTIFICATIONS_CHANGE_CHECK_INTERVAL", default=0.05)
+# PostgreSQL behind a pooler in transaction mode (PgBouncer): a direct connection for LISTEN.
+NOTIFICATIONS_LISTEN_DATABASE_URL = env.str("NOTIFICATIONS_LISTEN_DATABASE_URL", default="")

@@ -14,7 +14,15 @@ from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
-from .support import MIRROR, DaphneServer, server_env, start_daphne
+from .support import (
+    MIRROR,
+    DaphneServer,
+    PgBouncer,
+    pgbouncer_path,
+    server_env,
+    start_daphne,
+    start_pgbouncer,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -157,3 +165,14 @@ def empty_change_log(transactional_db: None) -> None:
 def fast_poll(settings: Any) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 0.05
     settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 0.1
+
+
+@pytest.fixture
+def pgbouncer(tmp_path: Path, transactional_db: None) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of the test database."""
+    if pgbouncer_path() is None:
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer; .ci/run does)")
+    directory = tmp_path / "pgbouncer"
+    directory.mkdir()
+    with start_pgbouncer(directory) as bouncer:
+        yield bouncer

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -27,18 +29,22 @@ _LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
 SERVER_APPLICATION_NAME = "notifications-test-server"
 
 
-def database_url(application_name: str = "") -> str:
-    """Return a DATABASE_URL for the test database this process uses."""
+def database_url(application_name: str = "", *, host: str = "", port: int | None = None) -> str:
+    """Return a DATABASE_URL for the test database this process uses.
+
+    `host` and `port`: reach it there instead (a pooler in front of PostgreSQL).
+    """
     settings = connection.settings_dict
     if settings["ENGINE"] == "django.db.backends.sqlite3":
         return f"sqlite:///{settings['NAME']}"
     user = quote(settings.get("USER") or "", safe="")
     password = quote(settings.get("PASSWORD") or "", safe="")
     credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = settings.get("HOST") or "127.0.0.1"
-    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    host = host or settings.get("HOST") or "127.0.0.1"
+    port = port or settings.get("PORT")
+    at_port = f":{port}" if port else ""
     query = f"?application_name={quote(application_name)}" if application_name else ""
-    return f"postgres://{credentials}{host}{port}/{settings['NAME']}{query}"
+    return f"postgres://{credentials}{host}{at_port}/{settings['NAME']}{query}"
 
 
 def server_env(application_name: str = SERVER_APPLICATION_NAME, **settings: str) -> dict[str, str]:
@@ -146,6 +152,8 @@ class StreamReader:
     client: httpx.AsyncClient
     path: str = "/notifications/stream/"
     headers: dict[str, str] = field(default_factory=dict)
+    # The event names queued (read and deleted events too, when a test asks for them).
+    names: tuple[str, ...] = ("notification",)
     status: int | None = None
     response_headers: httpx.Headers | None = None
     events: asyncio.Queue[ServerSentEvent] = field(default_factory=asyncio.Queue)
@@ -173,7 +181,7 @@ class StreamReader:
                 if self.status != 200:
                     return
                 async for event in source.aiter_sse():
-                    if event.event == "notification":
+                    if event.event in self.names:
                         await self.events.put(event)
         finally:
             self.opened.set()
@@ -181,6 +189,89 @@ class StreamReader:
 
     async def next(self, timeout: float = 10) -> ServerSentEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
+
+
+def pgbouncer_path() -> str | None:
+    """Return the pgbouncer executable (Debian installs it in /usr/sbin), or None."""
+    return shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class PgBouncer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def database_url(self, application_name: str = "") -> str:
+        """Return a DATABASE_URL for the test database through this pooler."""
+        return database_url(application_name, host="127.0.0.1", port=self.port)
+
+
+@contextlib.contextmanager
+def start_pgbouncer(directory: Path, timeout: float = 15) -> Iterator[PgBouncer]:
+    """Run PgBouncer in transaction pooling mode in front of the test PostgreSQL database.
+
+    On 127.0.0.1, on a free port, with trust authentication (the test server's own). PgBouncer
+    refuses to run as root; as root it is started with `-u nobody`, its documented way to drop
+    privileges (it reads its configuration and auth file before, so they may stay private).
+    """
+    executable = pgbouncer_path()
+    if executable is None:
+        raise RuntimeError("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    settings = connection.settings_dict
+    host = settings.get("HOST") or "127.0.0.1"
+    server_port = settings.get("PORT") or 5432
+    user = settings.get("USER") or "postgres"
+    port = free_port()
+    config = directory / "pgbouncer.ini"
+    auth_file = directory / "userlist.txt"
+    log = directory / "pgbouncer.log"
+    auth_file.write_text(f'"{user}" ""\n')
+    config.write_text(
+        "[databases]\n"
+        f"* = host={host} port={server_port}\n"
+        "[pgbouncer]\n"
+        "listen_addr = 127.0.0.1\n"
+        f"listen_port = {port}\n"
+        "unix_socket_dir =\n"
+        "auth_type = trust\n"
+        f"auth_file = {auth_file}\n"
+        "pool_mode = transaction\n"
+        # psycopg and Django send these at connect; PgBouncer refuses unknown ones.
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        # Logged to stderr (the log file below): a logfile would be opened after -u.
+        "logfile =\n"
+        "pidfile =\n"
+    )
+    command = [executable]
+    if os.geteuid() == 0:
+        command += ["-u", "nobody"]
+    command.append(str(config))
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield PgBouncer(process, port, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def ids_in(chunk: str) -> list[int]:

@@ -80,3 +80,25 @@ def test_prune_deletes_changes_older_than_the_retention(alice: AbstractUser, set
 
     assert changes.prune() == 1
     assert list(Change.objects.values_list("pk", flat=True)) == [new.pk]
+
+
+def test_unread_counts_per_user_with_zero_for_none(alice: AbstractUser, bob: AbstractUser) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    Notification.objects.filter(pk=rows[0].pk).update(read_at=timezone.now())
+    Notification.objects.create(user=bob, text="b", read_at=timezone.now())
+
+    assert changes.unread_counts([alice.pk, bob.pk, 10**9]) == {alice.pk: 2, bob.pk: 0, 10**9: 0}
+    assert changes.unread_counts([]) == {}
+
+
+def test_unread_counts_for_more_users_than_one_query_takes(alice: AbstractUser) -> None:
+    Notification.objects.create(user=alice, text="x")
+    users = [alice.pk, *range(10**9, 10**9 + changes.USERS_PER_QUERY + 5)]
+    counts = changes.unread_counts(users)
+    assert len(counts) == len(users)
+    assert counts[alice.pk] == 1
+
+
+def test_unread_counts_up_to_an_id(alice: AbstractUser) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    assert changes.unread_counts([alice.pk], up_to=rows[1].pk) == {alice.pk: 2}

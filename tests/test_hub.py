@@ -92,7 +92,7 @@ async def test_a_database_error_delays_delivery_without_ending_the_stream(
 
     from notifications import queries
 
-    real = queries.claim_pending
+    real = queries.scan
     failures = 0
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -102,7 +102,7 @@ async def test_a_database_error_delays_delivery_without_ending_the_stream(
             raise OperationalError("database is locked (simulated)")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(queries, "claim_pending", flaky)
+    monkeypatch.setattr(queries, "scan", flaky)
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     n = await Notification.objects.acreate(user=alice, text="late")
@@ -316,28 +316,31 @@ async def test_streams_opening_together_are_authenticated_in_one_check(
     assert hub.stats.session_queries - queries <= 4  # one check (two queries), not fifty
 
 
-# Replay: what it claims goes to the user's other streams too.
+# Replay: up to the hub's position when the stream subscribed; the rest comes live.
 
 
-async def test_a_replay_shares_what_it_claims_with_the_users_other_streams(
-    hub: Hub, alice: AbstractUser, alice_session: str, settings: object
+async def test_a_resumed_stream_replays_up_to_its_horizon_and_every_stream_gets_the_rest_live(
+    hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    settings.NOTIFICATIONS_POLL_INTERVAL = 3600  # type: ignore[attr-defined]
     tab_a = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
-    await next_chunk(tab_a)  # subscribed; the poll ran once and now sleeps
-    # Inserted without save(), so nothing wakes the poll: the replay claims it.
-    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="for both tabs")])
-    tab_b = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=n.pk - 1)
+    await next_chunk(tab_a)
+    before = await Notification.objects.acreate(user=alice, text="before tab B")
+    assert ids_in(await next_chunk(tab_a)) == [before.pk]
+    tab_b_place = hub.subscribe(alice.pk, alice_session, after=before.pk - 1)
+    assert tab_b_place.horizon is not None and tab_b_place.horizon >= before.pk
+    tab_b = notification_stream(hub, tab_b_place)
     await next_chunk(tab_b)
 
-    assert ids_in(await next_chunk(tab_b)) == [n.pk]  # replayed (and claimed) by tab B
-    assert ids_in(await next_chunk(tab_a)) == [n.pk]  # tab A is not left out
+    assert ids_in(await next_chunk(tab_b)) == [before.pk]  # replayed to tab B alone
+    after = await Notification.objects.acreate(user=alice, text="after")
+    assert ids_in(await next_chunk(tab_a)) == [after.pk]
+    assert ids_in(await next_chunk(tab_b)) == [after.pk]
     await tab_a.aclose()
     await tab_b.aclose()
 
 
 @pytest.mark.usefixtures("slow_poll")
-async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_streams(
+async def test_what_an_abandoned_replay_claims_is_released(
     hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
@@ -345,10 +348,8 @@ async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_str
     from notifications import queries
     from notifications.hub import worker
 
-    tab_a = hub.subscribe(alice.pk, alice_session)
-    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
-    [n] = await Notification.objects.abulk_create([Notification(user=alice, text="late")])
-    # Outside the live window: only the replay can claim it, never the poll.
+    # From before the hub started and outside the live window: only a replay claims it.
+    n = await Notification.objects.acreate(user=alice, text="old")
     await Notification.objects.filter(pk=n.pk).aupdate(created=timezone.now() - timedelta(hours=1))
     real, go_on = queries.replay, threading.Event()
 
@@ -357,15 +358,16 @@ async def test_what_an_abandoned_replay_claims_still_reaches_the_users_other_str
         return real(*args)
 
     monkeypatch.setattr(queries, "replay", slow_replay)
+    tab = hub.subscribe(alice.pk, alice_session, after=n.pk - 1)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
     monkeypatch.setattr(worker, "DATABASE_TIMEOUT", 0.1)
-    tab_b = hub.subscribe(alice.pk, alice_session)
     with pytest.raises(TimeoutError):
-        await hub.replay(tab_b, n.pk - 1, 10)  # tab B gives up waiting
+        await hub.replay(tab, n.pk - 1, 10)  # the stream gives up waiting
     go_on.set()  # the query ends, and commits its claim, after all
 
-    assert [x.pk for x in await tab_a.next_batch(idle=10) or []] == [n.pk]
-    hub.unsubscribe(tab_a)
-    hub.unsubscribe(tab_b)
+    await wait_until(lambda: hub.stats.released == 1, what="the release")
+    assert not (await Notification.objects.aget(pk=n.pk)).dispatched
+    hub.unsubscribe(tab)
 
 
 # Wake-ups: with an hour between polls, a notification arrives only if something woke the poll.
@@ -431,6 +433,8 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
         await wait_until(lambda: hub.listening, what="the LISTEN connection")
     else:
         await wait_until(lambda: hub.stats.change_checks >= 2, what="two data_version reads")
+    # That first wake-up makes a second poll; the next one is an hour off unless woken.
+    await wait_until(lambda: hub.stats.ticks >= 2, what="the poll of the first wake-up")
     wakes = hub.stats.wakes
 
     def insert_elsewhere() -> int:

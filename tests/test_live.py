@@ -279,38 +279,6 @@ async def test_wrong_password_gets_a_form_error_not_a_500(daphne_server: DaphneS
     assert "Please enter a correct username and password" in login.text
 
 
-@pytest.fixture
-def second_server(daphne_server: DaphneServer, tmp_path: Path) -> Iterator[DaphneServer]:
-    with start_daphne(server_env(), tmp_path / "second.log") as server:
-        yield server
-
-
-async def test_two_processes_never_both_send_a_notification(
-    daphne_server: DaphneServer, second_server: DaphneServer, alice: AbstractUser
-) -> None:
-    key = await sync_to_async(session_for)(alice)
-    async with AsyncExitStack() as stack:
-        readers = []
-        for server in (daphne_server, second_server):
-            http = await stack.enter_async_context(
-                httpx.AsyncClient(base_url=server.url, cookies={"sessionid": key}, timeout=30)
-            )
-            readers.append(await stack.enter_async_context(StreamReader(http)))
-        sent = {(await create(alice, f"n{i}")).pk for i in range(30)}
-
-        await wait_until(
-            lambda: sum(r.events.qsize() for r in readers) >= len(sent),
-            timeout=15,
-            what="every notification to reach one of the two processes' streams",
-        )
-        received = [
-            [payload(r.events.get_nowait())["id"] for _ in range(r.events.qsize())] for r in readers
-        ]
-
-    everything = received[0] + received[1]
-    assert sorted(everything) == sorted(sent), "a notification was lost or sent twice"
-
-
 async def test_one_account_at_its_stream_cap_does_not_starve_another(
     client: Client, alice: AbstractUser, bob: AbstractUser
 ) -> None:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractUser
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifications import queries
@@ -31,42 +32,62 @@ def test_claim_sets_dispatched_and_returns_only_what_it_claimed(alice: AbstractU
     assert second.dispatched and second.dispatched_at is not None
 
 
-def test_claim_pending_takes_recent_undispatched_rows_of_the_given_users_only(
+def test_scan_reads_every_users_rows_above_the_cursor_in_id_order(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    before = Notification.objects.create(user=alice, text="before")
+    rows = [Notification.objects.create(user=u, text="x") for u in (alice, bob, alice)]
+
+    assert queries.scan(before.pk, limit=10) == [(n.pk, n.user_id) for n in rows]
+    assert queries.scan(before.pk, limit=2) == [(n.pk, n.user_id) for n in rows[:2]]
+    assert queries.scan(rows[-1].pk, limit=10) == []
+    assert queries.newest_id() == rows[-1].pk
+
+
+def test_read_ranges_returns_the_rows_visible_in_them(alice: AbstractUser) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(6)]
+    ids = [n.pk for n in rows]
+
+    found = queries.read_ranges([(ids[0], ids[1]), (ids[3], ids[3]), (ids[5] + 1, ids[5] + 9)])
+
+    assert found == [(ids[0], alice.pk), (ids[1], alice.pk), (ids[3], alice.pk)]
+
+
+def test_deliverable_claims_what_is_undispatched_and_returns_every_row(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    free = Notification.objects.create(user=alice, text="free")
+    taken = Notification.objects.create(user=bob, text="taken", dispatched=True)
+
+    rows, claimed = queries.deliverable([taken.pk, free.pk])
+
+    assert [(n.pk, n.text, n.dispatched) for n in rows] == [
+        (free.pk, "free", True),
+        (taken.pk, "taken", True),
+    ]
+    assert claimed == {free.pk}
+
+
+def test_catch_up_claims_the_recent_undispatched_rows_up_to_each_users_bound(
     alice: AbstractUser, bob: AbstractUser
 ) -> None:
     mine = Notification.objects.create(user=alice, text="recent")
     old = Notification.objects.create(user=alice, text="old")
     Notification.objects.filter(pk=old.pk).update(created=timezone.now() - timedelta(minutes=5))
-    done = Notification.objects.create(user=alice, text="done", dispatched=True)
-    theirs = Notification.objects.create(user=bob, text="bob's")
+    Notification.objects.create(user=alice, text="done", dispatched=True)
+    bobs = Notification.objects.create(user=bob, text="bob's")
+    later = Notification.objects.create(user=alice, text="above alice's bound")
+    since = timezone.now() - timedelta(seconds=60)
 
-    claimed = queries.claim_pending([alice.pk], window=60, limit=100)
+    caught = queries.catch_up({alice.pk: later.pk - 1}, since)
 
-    assert [n.pk for n in claimed] == [mine.pk]
-    assert Notification.objects.get(pk=old.pk).dispatched is False
-    assert Notification.objects.get(pk=theirs.pk).dispatched is False
-    assert done.pk not in {n.pk for n in claimed}
-
-
-def test_claim_pending_filters_in_python_for_many_users(
-    alice: AbstractUser, bob: AbstractUser
-) -> None:
-    mine = Notification.objects.create(user=alice, text="mine")
-    Notification.objects.create(user=bob, text="bob's")
-    many = [alice.pk, *range(10**6, 10**6 + 600)]
-
-    claimed = queries.claim_pending(many, window=60, limit=100)
-
-    assert [n.pk for n in claimed] == [mine.pk]
-
-
-def test_claim_pending_honours_the_limit_oldest_first(alice: AbstractUser) -> None:
-    rows = Notification.objects.bulk_create(
-        [Notification(user=alice, text=str(i)) for i in range(5)]
-    )
-    ids = sorted(n.pk for n in rows)
-    assert [n.pk for n in queries.claim_pending([alice.pk], window=60, limit=3)] == ids[:3]
-    assert [n.pk for n in queries.claim_pending([alice.pk], window=60, limit=3)] == ids[3:]
+    assert [n.pk for n in caught] == [mine.pk]
+    assert caught[0].text == "recent"
+    assert not Notification.objects.get(pk=old.pk).dispatched
+    assert not Notification.objects.get(pk=bobs.pk).dispatched
+    assert not Notification.objects.get(pk=later.pk).dispatched
+    assert queries.catch_up({alice.pk: later.pk}, since) == [later]
+    assert queries.catch_up({}, since) == []
 
 
 def test_release_makes_a_claimed_row_claimable_again(alice: AbstractUser) -> None:
@@ -77,56 +98,119 @@ def test_release_makes_a_claimed_row_claimable_again(alice: AbstractUser) -> Non
 
     n.refresh_from_db()
     assert (n.dispatched, n.dispatched_at) == (False, None)
-    assert [c.pk for c in queries.claim_pending([alice.pk], window=60, limit=10)] == [n.pk]
+    assert [c.pk for c in queries.claim([n.pk])] == [n.pk]
 
 
-def test_history_is_newest_first_and_claims_what_it_shows(alice: AbstractUser) -> None:
-    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
-
-    shown, claimed = queries.history(alice.pk, limit=2)
-
-    assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
-    assert all(n.dispatched for n in shown)
-    assert sorted(n.pk for n in claimed) == [rows[1].pk, rows[2].pk]
-    assert Notification.objects.get(pk=rows[0].pk).dispatched is False
-    assert queries.claim_pending([alice.pk], window=60, limit=10)[0].pk == rows[0].pk
-
-
-def test_replay_sends_the_newest_after_the_cursor_oldest_first_dispatched_or_not(
+def test_history_is_newest_first_up_to_a_settled_id_and_claims_what_it_shows(
     alice: AbstractUser, bob: AbstractUser
 ) -> None:
-    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(5)]
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(3)]
+    newest = Notification.objects.create(user=bob, text="bob's")
+
+    shown, up_to = queries.history(alice.pk, limit=2)
+
+    assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
+    assert up_to == newest.pk
+    assert all(n.dispatched for n in shown)
+    assert Notification.objects.get(pk=rows[0].pk).dispatched is False
+
+
+def test_replay_sends_the_newest_after_the_cursor_up_to_a_bound_dispatched_or_not(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    rows = [Notification.objects.create(user=alice, text=str(i)) for i in range(6)]
     Notification.objects.filter(pk=rows[3].pk).update(dispatched=True)
     Notification.objects.create(user=bob, text="bob's")
 
-    replayed, claimed = queries.replay(alice.pk, after_id=rows[0].pk, limit=3)
+    replayed, claimed = queries.replay(alice.pk, after_id=rows[0].pk, up_to=rows[4].pk, limit=3)
 
     assert [n.pk for n in replayed] == [rows[2].pk, rows[3].pk, rows[4].pk]
     assert [n.pk for n in claimed] == [rows[2].pk, rows[4].pk]
-    assert not Notification.objects.filter(user=alice, pk__gt=rows[1].pk, dispatched=False).exists()
+    assert Notification.objects.get(pk=rows[1].pk).dispatched is False
+    assert Notification.objects.get(pk=rows[5].pk).dispatched is False
 
 
-def test_poll_query_reads_the_partial_index_not_the_users_history(
+def test_the_scan_reads_the_primary_key_not_the_table(
     alice: AbstractUser, bob: AbstractUser
 ) -> None:
-    old = timezone.now() - timedelta(days=1)
     for user in (alice, bob):
         Notification.objects.bulk_create(
             [Notification(user=user, text="old", dispatched=True) for _ in range(3000)]
         )
-    Notification.objects.update(created=old)
-    Notification.objects.create(user=alice, text="new")
+    newest = Notification.objects.create(user=alice, text="new")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
 
-    plan = queries.pending_query(timezone.now() - timedelta(seconds=60)).explain()
+    plan = queries.scan_query(newest.pk - 1)[: queries.SCAN_LIMIT].explain()
 
-    assert "notification_undispatched" in plan, plan
+    assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan or (
+        "Index Scan using notifications_notification_pkey" in plan
+    ), plan
+
+
+@pytest.mark.postgresql
+def test_writers_are_the_transactions_writing_to_the_table(alice: AbstractUser) -> None:
+    assert queries.writers() == frozenset()
+    opened, finish = threading.Event(), threading.Event()
+
+    def write() -> None:
+        try:
+            with transaction.atomic():
+                Notification.objects.create(user=alice, text="open")
+                opened.set()
+                finish.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        assert opened.wait(10)
+        assert len(queries.writers()) == 1
+        # Not settled while it writes; settled (within its timeout) once it commits.
+        assert queries.settled_newest_id(timeout=0.05) == queries.newest_id()
+    finally:
+        finish.set()
+        thread.join(10)
+    assert queries.writers() == frozenset()
+
+
+@pytest.mark.postgresql
+def test_settled_newest_id_waits_for_a_transaction_that_can_still_commit_a_lower_id(
+    alice: AbstractUser,
+) -> None:
+    inserted, finish = threading.Event(), threading.Event()
+    low: list[int] = []
+
+    def write() -> None:
+        try:
+            with transaction.atomic():
+                low.append(Notification.objects.create(user=alice, text="late").pk)
+                inserted.set()
+                finish.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert inserted.wait(10)
+    high = Notification.objects.create(user=alice, text="early").pk
+    assert low[0] < high
+    timer = threading.Timer(0.2, finish.set)
+    timer.start()
+    started = time.monotonic()
+
+    settled = queries.settled_newest_id(timeout=10)
+
+    waited = time.monotonic() - started
+    thread.join(10)
+    assert settled == high
+    assert 0.15 < waited < 5
+    assert Notification.objects.filter(pk=low[0]).exists()
 
 
 def test_racing_claimers_never_claim_a_row_twice(alice: AbstractUser) -> None:
     Notification.objects.bulk_create([Notification(user=alice, text=str(i)) for i in range(2000)])
-    since = timezone.now() - timedelta(seconds=60)
     claimers = 4
     barrier = threading.Barrier(claimers)
     won: list[list[int]] = [[] for _ in range(claimers)]
@@ -137,7 +221,11 @@ def test_racing_claimers_never_claim_a_row_twice(alice: AbstractUser) -> None:
         try:
             for _ in range(1000):
                 barrier.wait(timeout=30)
-                ids = [pk for pk, _ in queries.pending([alice.pk], since, limit=100)]
+                ids = list(
+                    Notification.objects.filter(dispatched=False)
+                    .order_by("pk")
+                    .values_list("pk", flat=True)[:100]
+                )
                 # Nobody claims before everyone has read: all four go for the same rows.
                 barrier.wait(timeout=30)
                 if not ids:
@@ -175,8 +263,9 @@ def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
     def claimer() -> None:
         try:
             barrier.wait(timeout=30)
+            since = timezone.now() - timedelta(seconds=60)
             for _ in range(10_000):
-                batch = queries.claim_pending([u.pk for u in users], window=60, limit=50)
+                batch = queries.catch_up({u.pk: 10**9 for u in users}, since)
                 if not batch:
                     return
                 with lock:
@@ -207,12 +296,15 @@ def test_queries_use_the_database_the_router_picks_for_notifications(
         CaptureQueriesContext(connections["default"]) as on_default,
         CaptureQueriesContext(connections[mirror_database]) as on_mirror,
     ):
-        claimed = queries.claim_pending([alice.pk], window=60, limit=1)
+        claimed = queries.claim([rows[0].pk])
         assert queries.release([n.pk for n in claimed]) == 1
+        assert queries.scan(0, limit=10) == [(n.pk, alice.pk) for n in rows]
         shown, _ = queries.history(alice.pk, limit=2)
-        replayed, _ = queries.replay(alice.pk, after_id=0, limit=10)
+        replayed, _ = queries.replay(alice.pk, after_id=0, up_to=rows[-1].pk, limit=10)
+        caught = queries.catch_up({alice.pk: rows[-1].pk}, timezone.now() - timedelta(hours=1))
 
     assert [n.pk for n in claimed] == [rows[0].pk]
+    assert caught == []
     assert [n.pk for n in shown] == [rows[2].pk, rows[1].pk]
     assert [n.pk for n in replayed] == [n.pk for n in rows]
     assert on_default.captured_queries == []

@@ -73,7 +73,7 @@ async def test_replay_sends_rows_after_the_cursor_then_goes_live(
     await Notification.objects.acreate(user=alice, text="old", dispatched=True)
     seen = await Notification.objects.acreate(user=alice, text="seen", dispatched=True)
     missed = await Notification.objects.acreate(user=alice, text="missed", dispatched=True)
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=seen.pk)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session, after=seen.pk))
     await next_chunk(stream)
 
     assert ids_in(await next_chunk(stream)) == [missed.pk]
@@ -85,12 +85,12 @@ async def test_replay_sends_rows_after_the_cursor_then_goes_live(
 async def test_a_row_both_replayed_and_claimed_live_is_sent_once(
     hub: Hub, alice: AbstractUser, alice_session: str
 ) -> None:
-    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session), last_event_id=0)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session, after=0))
     await next_chunk(stream)  # subscribed; the replay has not run yet
     both = await Notification.objects.acreate(user=alice, text="both")
     await wait_until(lambda: hub.stats.claimed == 1, what="the hub to claim the row")
 
-    assert ids_in(await next_chunk(stream)) == [both.pk]  # from the replay
+    assert ids_in(await next_chunk(stream)) == [both.pk]  # replayed or live, once
     after = await Notification.objects.acreate(user=alice, text="after")
     assert ids_in(await next_chunk(stream)) == [after.pk]  # not `both` again
     await stream.aclose()
@@ -136,7 +136,7 @@ async def test_closing_a_stream_body_that_never_ran_frees_its_place(
 ) -> None:
     from notifications.stream import NotificationStream
 
-    body = NotificationStream(hub, hub.admit(alice.pk, alice_session), last_event_id=None)
+    body = NotificationStream(hub, hub.admit(alice.pk, alice_session))
     assert hub.stream_count == 1
 
     await sync_to_async(body.close)()  # as Django does, from a worker thread
@@ -157,9 +157,69 @@ async def test_a_stream_ends_after_its_byte_budget_and_resumes_without_a_gap(
     with pytest.raises(StopAsyncIteration):
         await next_chunk(stream)  # ended: a client reconnects with Last-Event-ID
 
-    resumed = notification_stream(
-        hub, hub.subscribe(alice.pk, alice_session), last_event_id=first.pk
-    )
+    resumed = notification_stream(hub, hub.subscribe(alice.pk, alice_session, after=first.pk))
     await next_chunk(resumed)
     assert ids_in(await next_chunk(resumed)) == [second.pk]
     await resumed.aclose()
+
+
+async def test_a_read_change_is_a_named_event_without_an_id(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from notifications import inbox
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    first, second = [await Notification.objects.acreate(user=alice, text=t) for t in ("one", "two")]
+    seen: list[int] = []
+    while len(seen) < 2:
+        seen += ids_in(await next_chunk(stream))
+
+    await sync_to_async(inbox.mark_read)(alice.pk, [first.pk])
+    assert await next_chunk(stream) == (
+        'event: read\ndata: {"ids": [' + str(first.pk) + '], "unread": 1}\n\n'
+    )
+    await sync_to_async(inbox.mark_all_read)(alice.pk)
+    assert await next_chunk(stream) == (
+        'event: read\ndata: {"all": true, "newest": ' + str(second.pk) + ', "unread": 0}\n\n'
+    )
+    await stream.aclose()
+
+
+async def test_a_deletion_is_a_deleted_event_with_the_unread_count(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    rows = [await Notification.objects.acreate(user=alice, text=str(i)) for i in range(3)]
+    seen: list[int] = []
+    while len(seen) < 3:
+        seen += ids_in(await next_chunk(stream))
+
+    await Notification.objects.filter(pk__in=[rows[0].pk, rows[2].pk]).adelete()
+
+    chunk = await next_chunk(stream)
+    assert chunk == (
+        f'event: deleted\ndata: {{"ids": [{rows[0].pk}, {rows[2].pk}], "unread": 1}}\n\n'
+    )
+    await stream.aclose()
+
+
+async def test_another_users_changes_never_reach_the_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser
+) -> None:
+    from notifications import inbox
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    theirs = await Notification.objects.acreate(user=bob, text="bob's")
+    await sync_to_async(inbox.mark_read)(bob.pk, [theirs.pk])
+    await Notification.objects.filter(pk=theirs.pk).adelete()
+    mine = await Notification.objects.acreate(user=alice, text="mine")
+
+    # Bob's read and deleted changes came before alice's row, and none of them reached her.
+    chunk = await next_chunk(stream)
+    assert ids_in(chunk) == [mine.pk]
+    assert "event: read" not in chunk and "event: deleted" not in chunk
+    assert hub.stats.change_events == 0
+    await stream.aclose()

@@ -202,13 +202,14 @@ def test_page_redirects_anonymous_to_login(db: None) -> None:
     assert response["Location"] == "/accounts/login/?next=/"
 
 
-def test_page_renders_history_and_the_stream_url_from_the_newest_id(
+def test_page_renders_history_and_streams_from_the_newest_id_of_anyone(
     alice: AbstractUser, bob: AbstractUser
 ) -> None:
     rows = [Notification.objects.create(user=alice, text=f"note {i}") for i in range(3)]
     Notification.objects.create(user=alice, text="<b>bold</b> & <script>x</script>")
     hostile = Notification.objects.latest("pk")
-    Notification.objects.create(user=bob, text="for bob only")
+    # Every id up to the newest is settled here: the stream resumes after all of them.
+    newest = Notification.objects.create(user=bob, text="for bob only")
     client = Client()
     client.force_login(alice)
 
@@ -216,7 +217,7 @@ def test_page_renders_history_and_the_stream_url_from_the_newest_id(
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert f"/notifications/stream/?last_event_id={hostile.pk}" in html
+    assert f"/notifications/stream/?last_event_id={newest.pk}" in html
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;" in html
     assert "<script>x</script>" not in html
     assert "for bob only" not in html
@@ -244,7 +245,7 @@ async def test_head_answers_the_status_without_opening_a_stream(
     assert signed_out.status == 403
 
 
-async def test_a_page_render_shares_what_it_claims_with_open_streams(
+async def test_a_row_a_page_render_claims_still_reaches_the_open_streams(
     hub: Hub, alice: AbstractUser, alice_session: str, settings: Any
 ) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 3600

@@ -1,14 +1,16 @@
-"""The process-wide poller: one claim query at a time for every stream in the process.
+"""The process-wide poller: one cursor over every new notification, for every stream in the
+process.
 
-A stream subscribes its user to the hub of its event loop (`get_hub()`); the hub claims the
-recent undispatched notifications of all subscribed users in one query and hands each row to
-every stream of its user. All its database work runs in one worker thread, so a process holds
-one database connection for its streams however many are open (plus, on PostgreSQL, the LISTEN
-connection, which lives on the event loop).
+A stream subscribes its user to the hub of its event loop (`get_hub()`); the hub reads each new
+row once, whoever it is for, and hands the rows of its users to every one of their streams, in
+id order. All its database work runs in one worker thread, so a process holds one database
+connection for its streams however many are open (plus, on PostgreSQL, the LISTEN connection,
+which lives on the event loop).
 
 Where each job lives:
 
-- `core`: the Hub: subscriptions, fan-out, replay, the poll loop;
+- `core`: the Hub: subscriptions, fan-out, replay, catch-up, the poll loop;
+- `horizon`: the order rows are passed on in: by id, behind ids not committed yet;
 - `worker`: the one worker thread, its connection, query counting;
 - `watchers`: PostgreSQL LISTEN and SQLite data_version, which wake the poll;
 - `admission`: the caps on streams, and freeing places never used;
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from .admission import StreamRefused
 from .core import Hub
-from .registry import get_hub, notifications_created, process_stats, share, wake_local_hubs
+from .registry import get_hub, notifications_created, process_stats, wake_local_hubs
 from .stats import HubStats
 from .subscription import Subscription
 from .worker import DATABASE_TIMEOUT
@@ -37,6 +39,5 @@ __all__ = [
     "get_hub",
     "notifications_created",
     "process_stats",
-    "share",
     "wake_local_hubs",
 ]

@@ -1,10 +1,13 @@
-"""The hub: one per event loop, it claims notifications for all the loop's streams and fans
-them out.
+"""The hub: one per event loop, it reads every new notification once and hands each to the
+open streams of its user.
 
 A stream subscribes its user to the hub of its event loop. While anyone is subscribed, the hub
-claims the recent undispatched notifications of all subscribed users in one query, and hands
-each claimed row to every subscription of its user. It polls when woken (a notification saved
-in this process, a change watcher) and at least once a poll interval; and it runs the regular
+polls: it reads the rows above its cursor, every user's (one query, by primary key), and passes
+them on in id order behind the holes that may still fill (`horizon`); the rows of users with a
+stream here are fetched, claimed where undispatched, and handed to each of their streams that
+subscribed before they passed. A user whose first stream opens here also gets the recent
+undispatched rows from before (a catch-up claim). It polls when woken (a notification saved in
+this process, a change watcher) and at least once a poll interval; and it runs the regular
 session check that ends the streams whose sessions ended.
 """
 
@@ -15,15 +18,22 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import NamedTuple, ParamSpec, TypeVar
+
+from django.db import connections
+from django.utils import timezone
 
 from .. import conf, queries
 from ..models import Notification
 from . import worker
 from .admission import StreamRefused, check_caps, sweep_unstarted
 from .authentication import Authenticator
+from .change_events import ChangeEvent
+from .change_feed import ChangeFeed
 from .gcfreeze import keep_long_lived_out_of_gc
+from .horizon import Horizon, Row
 from .session_checks import SessionChecker
 from .stats import HubStats
 from .subscription import Subscription
@@ -35,12 +45,68 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Rows claimed per query; a larger backlog is claimed by the next queries without a pause.
-CLAIM_LIMIT = 1000
-
-# Least seconds between two polls, so a burst of wake-ups is claimed in few queries; after a
-# claim query that took long (a large backlog in the recent window), twice its duration.
+# Least seconds between two polls, so a burst of wake-ups is read in few queries; after a poll
+# whose queries took long (a large burst), twice their duration.
 MIN_POLL_GAP = 0.01
+
+# Most seconds between two reads of the change log while nothing wakes the hub: a safety net
+# for a wake-up missed (a LISTEN connection that dropped and is being reopened).
+CHANGES_FALLBACK = 10.0
+
+# Seconds between two polls while a hole holds rows back, or the start is not settled yet:
+# a hole whose transaction rolled back sends no NOTIFY.
+HOLE_CHECK_INTERVAL = 0.05
+
+
+class Read(NamedTuple):
+    """What a poll read: new rows, and on PostgreSQL the writers and what fills the holes."""
+
+    rows: list[Row]
+    refilled: list[Row]
+    # None when there was no hole to look at (SQLite never has any).
+    writers: frozenset[str] | None
+    seconds: float
+
+
+def _read(after: int, holes: Sequence[tuple[int, int]], holes_can_fill: bool) -> Read:
+    """Scan above `after`; if there are holes, read the writers, then the holes again.
+
+    In that order: a hole found by this scan was allocated before it, so a transaction that
+    can still commit it is among the writers read after it; and what commits before the holes
+    are read again is seen. The new holes are the gaps in this scan's ids.
+    """
+    started = time.monotonic()
+    rows = queries.scan(after, queries.SCAN_LIMIT)
+    ranges = list(holes)
+    if holes_can_fill:
+        previous = after
+        for pk, _ in rows:
+            if pk > previous + 1:
+                ranges.append((previous + 1, pk - 1))
+            previous = pk
+    if not ranges:
+        return Read(rows, [], None, time.monotonic() - started)
+    writers = queries.writers()
+    refilled = queries.read_ranges(ranges)
+    return Read(rows, refilled, writers, time.monotonic() - started)
+
+
+class Handed(NamedTuple):
+    """Rows fetched to be handed to streams, and the ids this process claimed among them."""
+
+    caught_up: list[Notification]
+    rows: list[Notification]
+    claimed: frozenset[int]
+    seconds: float
+
+
+def _fetch(catch_up: Mapping[int, int], window: float, ids: Sequence[int]) -> Handed:
+    started = time.monotonic()
+    since = timezone.now() - timedelta(seconds=window)
+    caught_up = queries.catch_up(catch_up, since)
+    fetched = queries.deliverable(ids) if ids else queries.Deliverable([], frozenset())
+    claimed = frozenset(n.pk for n in caught_up) | fetched.claimed
+    return Handed(caught_up, fetched.rows, claimed, time.monotonic() - started)
 
 
 class _Outage:
@@ -64,19 +130,35 @@ class _Outage:
 
 
 class Hub:
-    """Claim notifications for the streams of one event loop and fan them out."""
+    """Read new notifications for the streams of one event loop and hand them out."""
 
     def __init__(self) -> None:
         self.stats = HubStats()
         self._subscriptions: dict[int, set[Subscription]] = {}
         self._stream_count = 0
-        # The users with a stream, as the claim query's filter; None when it must be rebuilt.
-        self._user_ids: frozenset[int] | None = None
-        # Seconds the last claim query took in the worker (not waiting for it).
-        self._claim_seconds = 0.0
+        # Seconds the last poll's queries took in the worker (not waiting for it).
+        self._query_seconds = 0.0
         # Subscriptions whose stream may not have started yet (see admission.sweep_unstarted).
         self._unstarted: set[Subscription] = set()
         self._to_release: list[int] = []
+        # The cursor, created by the first poll after the poll starts (None while stopped).
+        self._horizon: Horizon | None = None
+        # Set once the cursor has started (every subscription has its horizon), and once its
+        # start is settled (Horizon.ready): replays and catch-ups wait for the latter.
+        self._started = asyncio.Event()
+        self._settled = asyncio.Event()
+        # Users whose first stream here opened since the last catch-up, with the position
+        # then: their catch-up takes rows up to it (above it, rows come live).
+        self._new_users: dict[int, int | None] = {}
+        # Rows that passed the position (or filled a late hole) for users with a stream,
+        # still to be fetched and handed out; kept when that fails, for the next poll.
+        self._to_hand: list[Row] = []
+        self._late_to_hand: list[Row] = []
+        # The change log (read and deleted notifications): read at a poll that a wake-up
+        # caused, at every poll while wake-ups may be missed, and every CHANGES_FALLBACK.
+        self._changes = ChangeFeed()
+        self._changes_due = True
+        self._next_changes_read = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._worker = Worker(self.stats)
@@ -100,6 +182,21 @@ class Hub:
     def stream_count(self) -> int:
         return self._stream_count
 
+    @property
+    def position(self) -> int | None:
+        """The id up to which every row is resolved (None until the poll has read it)."""
+        return None if self._horizon is None else self._horizon.position
+
+    @property
+    def pending_ids(self) -> int:
+        """Ids not visible yet that hold rows back."""
+        return 0 if self._horizon is None else self._horizon.pending_ids
+
+    @property
+    def late_ids(self) -> int:
+        """Ids given up on that are still watched."""
+        return 0 if self._horizon is None else self._horizon.late_ids
+
     def check_admission(self, user_id: int) -> None:
         """Raise StreamRefused if a new stream of this user would exceed a cap."""
         try:
@@ -108,10 +205,10 @@ class Hub:
             self.stats.refused += 1
             raise
 
-    def admit(self, user_id: int, session_key: str) -> Subscription:
+    def admit(self, user_id: int, session_key: str, *, after: int | None = None) -> Subscription:
         """Subscribe a new stream of the user, or raise StreamRefused if a cap is reached."""
         self.check_admission(user_id)
-        return self.subscribe(user_id, session_key)
+        return self.subscribe(user_id, session_key, after=after)
 
     async def authenticate(self, session_key: str) -> int | None:
         """Return the id of the user logged in with this session key, or None.
@@ -121,59 +218,63 @@ class Hub:
         """
         return await self._authenticator.authenticate(session_key)
 
+    async def placed(self, subscription: Subscription) -> None:
+        """Wait until the subscription has its horizon: what commits after comes live.
+
+        Only the streams that open as the poll starts wait, for its first query. Raise
+        TimeoutError when the database does not answer within DATABASE_TIMEOUT.
+        """
+        if subscription.horizon is None:
+            async with asyncio.timeout(worker.DATABASE_TIMEOUT):
+                await self._started.wait()
+
     async def replay(
         self, subscription: Subscription, after_id: int, limit: int
     ) -> list[Notification]:
-        """Return the notifications of the subscription's user after `after_id`.
+        """Return the user's notifications after `after_id`, up to the subscription's horizon.
 
-        What the replay claims also goes to the user's other streams. Raise TimeoutError when
-        the database does not answer within DATABASE_TIMEOUT.
+        What comes after the horizon comes live, so a resumed stream never jumps a hole. What
+        the replay claims and its stream will not send (it gave up waiting) is released. Raise
+        TimeoutError when the database does not answer within DATABASE_TIMEOUT.
         """
         abandoned = False
 
-        def share(done: asyncio.Future[queries.Shown]) -> None:
-            # Runs when the query ends, even if this stream gave up waiting (timeout, client
-            # gone): what it claimed still reaches the user's other streams, or is released.
+        def release_if_abandoned(done: asyncio.Future[queries.Shown]) -> None:
+            # Runs when the query ends, even if the stream gave up waiting (timeout, client
+            # gone): what it claimed then reached nobody.
             if done.cancelled() or done.exception() is not None:
                 return
-            nobody = self.deliver(done.result().claimed, skip=subscription)
-            if abandoned and nobody:
-                self._to_release.extend(n.pk for n in nobody)
+            if abandoned and done.result().claimed:
+                self._to_release.extend(n.pk for n in done.result().claimed)
                 self.wake()
 
-        query = asyncio.ensure_future(
-            self.run(queries.replay, subscription.user_id, after_id, limit)
-        )
-        query.add_done_callback(share)
         try:
             async with asyncio.timeout(worker.DATABASE_TIMEOUT):
+                await self._settled.wait()
+                up_to = subscription.horizon
+                assert up_to is not None  # set for every subscription once settled
+                query = asyncio.ensure_future(
+                    self.run(queries.replay, subscription.user_id, after_id, up_to, limit)
+                )
+                query.add_done_callback(release_if_abandoned)
                 shown = await asyncio.shield(query)
         except BaseException:
             abandoned = True
             raise
         return shown.rows
 
-    def deliver(
-        self, notifications: list[Notification], *, skip: Subscription | None = None
-    ) -> list[Notification]:
-        """Hand each notification to every stream of its user; return those nobody took."""
-        unclaimed = []
-        for notification in notifications:
-            subs = [s for s in self._subscriptions.get(notification.user_id, ()) if s is not skip]
-            for subscription in subs:
-                subscription.push(notification)
-            if subs:
-                self.stats.delivered += 1
-            else:
-                unclaimed.append(notification)
-        return unclaimed
+    def subscribe(
+        self, user_id: int, session_key: str, *, after: int | None = None
+    ) -> Subscription:
+        """Start receiving the user's notifications; the poll starts with the first subscriber.
 
-    def subscribe(self, user_id: int, session_key: str) -> Subscription:
-        """Start receiving the user's notifications; the poll starts with the first subscriber."""
-        subscription = Subscription(user_id, session_key)
+        `after`: the stream's cursor; rows up to it are not handed to it live.
+        """
+        subscription = Subscription(user_id, session_key, after=after)
+        subscription.horizon = self.position
         if user_id not in self._subscriptions:
             self._subscriptions[user_id] = set()
-            self._user_ids = None
+            self._new_users[user_id] = subscription.horizon
         self._subscriptions[user_id].add(subscription)
         self._unstarted.add(subscription)
         self._stream_count += 1
@@ -193,16 +294,17 @@ class Hub:
             self._stream_count -= 1
             if not subs:
                 del self._subscriptions[subscription.user_id]
-                self._user_ids = None
+                self._new_users.pop(subscription.user_id, None)
         leftover = subscription.close()
         if leftover and subscription.user_id not in self._subscriptions:
-            # Claimed for this stream but never sent: make it deliverable again.
+            # Handed to this stream but never sent: make it deliverable again.
             self._to_release.extend(n.pk for n in leftover)
             self.wake()
 
     def wake(self) -> None:
         """Poll now instead of at the end of the interval."""
         self.stats.wakes += 1
+        self._changes_due = True
         self._wake.set()
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -246,10 +348,10 @@ class Hub:
                         outage.recovered()
                     if not again:
                         with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(conf.poll_interval()):
+                            async with asyncio.timeout(self._interval()):
                                 await self._wake.wait()
-                        # A burst of wake-ups is claimed together, not a query each.
-                        gap = max(MIN_POLL_GAP, 2 * self._claim_seconds)
+                        # A burst of wake-ups is read together, not a query each.
+                        gap = max(MIN_POLL_GAP, 2 * self._query_seconds)
                         await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
                     self._wake.clear()
             finally:
@@ -258,10 +360,30 @@ class Hub:
                 for helper in helpers:
                     with contextlib.suppress(asyncio.CancelledError):
                         await helper
+                self._stop_reading()
             # Idle: hand the connections back until the next stream opens.
             await self._worker.close_connection()
             if not self._subscriptions and not self._to_release:
                 return
+
+    def _interval(self) -> float:
+        interval = conf.poll_interval()
+        horizon = self._horizon
+        if horizon is not None and (horizon.pending_ids or not horizon.ready):
+            return min(interval, HOLE_CHECK_INTERVAL)
+        return interval
+
+    def _stop_reading(self) -> None:
+        # With no stream left, nothing needs the cursor: the next poll starts afresh.
+        if not self._subscriptions:
+            self._horizon = None
+            self._started.clear()
+            self._settled.clear()
+            self._new_users.clear()
+            self._to_hand.clear()
+            self._late_to_hand.clear()
+            self._changes.reset()
+            self._changes_due = True
 
     async def _check_sessions_regularly(self) -> None:
         outage = _Outage("Session check")
@@ -288,17 +410,17 @@ class Hub:
             self.unsubscribe(ended)
 
     async def _tick(self) -> bool:
-        """Claim and fan out once; return True when there may be more to claim at once."""
+        """Read and hand out once; return True when there may be more to read at once."""
         self.stats.ticks += 1
         started = self.stats.last_tick = time.monotonic()
         queries_before = self.stats.queries
         try:
-            return await self._claim_and_release()
+            return await self._read_and_hand_out()
         finally:
             self.stats.last_tick_queries = self.stats.queries - queries_before
             self.stats.last_tick_duration = time.monotonic() - started
 
-    async def _claim_and_release(self) -> bool:
+    async def _read_and_hand_out(self) -> bool:
         if self._to_release:
             ids, self._to_release = self._to_release, []
             try:
@@ -308,18 +430,137 @@ class Hub:
                 raise
         if not self._subscriptions:
             return False
-        if self._user_ids is None:
-            # Rebuilt only when a user's first stream opens or last one closes.
-            self._user_ids = frozenset(self._subscriptions)
-        user_ids, window = self._user_ids, conf.recent_window()
-
-        def claim() -> tuple[list[Notification], float]:
+        horizon = self._horizon or await self._start()
+        if not horizon.ready:
+            horizon.settle(await self.run(queries.writers), time.monotonic())
+            if horizon.ready:
+                self._settled.set()
+        holes = [(hole.low, hole.high) for hole in horizon.holes]
+        read = await self.run(_read, horizon.max_seen, holes, horizon.holes_can_fill)
+        now = time.monotonic()
+        horizon.add_scanned(read.rows, now)
+        late = horizon.fill(read.refilled, read.writers) if read.writers is not None else []
+        passed = horizon.advance(now)
+        self.stats.rows_read += len(read.rows) + len(read.refilled)
+        # Rows of users without a stream here cost this read alone.
+        self._to_hand.extend(row for row in passed if row[1] in self._subscriptions)
+        self._late_to_hand.extend(row for row in late if row[1] in self._subscriptions)
+        seconds = read.seconds + await self._hand_out()
+        more_changes = False
+        if self._changes_wanted():
+            # After the notifications: an event's unread count covers what was handed out.
             started = time.monotonic()
-            claimed = queries.claim_pending(user_ids, window=window, limit=CLAIM_LIMIT)
-            return claimed, time.monotonic() - started
+            self._changes_due = False
+            self._next_changes_read = started + CHANGES_FALLBACK
+            try:
+                changed = await self.run(
+                    self._changes.read, frozenset(self._subscriptions), up_to=horizon.position
+                )
+            except BaseException:
+                self._changes_due = True
+                raise
+            self._hand_change_events(changed.events)
+            more_changes = self._changes_due = changed.more
+            seconds += time.monotonic() - started
+        self._query_seconds = seconds
+        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release) or more_changes
 
-        claimed, self._claim_seconds = await self.run(claim)
-        self.stats.claimed += len(claimed)
-        # A row whose user's last stream closed while the claim ran goes back.
-        self._to_release.extend(n.pk for n in self.deliver(claimed))
-        return len(claimed) >= CLAIM_LIMIT or bool(self._to_release)
+    def _changes_wanted(self) -> bool:
+        """Whether this poll reads the change log too.
+
+        A change that commits wakes the hubs like a new row does (its insert trigger NOTIFYs
+        on PostgreSQL; SQLite's data_version moves; a change made in this process wakes its
+        hubs itself), so an idle poll that nothing woke costs the one scan of notifications.
+        While wake-ups may be missed (PostgreSQL without a working LISTEN, another database),
+        every poll reads it.
+        """
+        if self._changes_due or time.monotonic() >= self._next_changes_read:
+            return True
+        vendor = connections[queries.database_alias()].vendor
+        return not (vendor == "sqlite" or (vendor == "postgresql" and self.listening))
+
+    async def _start(self) -> Horizon:
+        """Start the cursor at the newest id; streams subscribed so far take it as horizon."""
+        start = await self.run(queries.start)
+        vendor = connections[queries.database_alias()].vendor
+        horizon = self._horizon = Horizon(
+            start.newest_id,
+            time.monotonic(),
+            holes_can_fill=vendor == "postgresql",
+            writers=start.writers,
+            keep_late=conf.recent_window(),
+        )
+        for subs in self._subscriptions.values():
+            for subscription in subs:
+                if subscription.horizon is None:
+                    subscription.horizon = horizon.position
+        for user_id, up_to in self._new_users.items():
+            if up_to is None:
+                self._new_users[user_id] = horizon.position
+        self._started.set()
+        if horizon.ready:
+            self._settled.set()
+        return horizon
+
+    async def _hand_out(self) -> float:
+        """Fetch and hand out what passed, what filled late, and new users' catch-ups.
+
+        Return the seconds the queries took.
+        """
+        catch_up: dict[int, int] = {}
+        if self._settled.is_set():
+            catch_up = {u: h for u, h in self._new_users.items() if h is not None}
+            for user_id in catch_up:
+                del self._new_users[user_id]
+        normal, late = self._to_hand, self._late_to_hand
+        if not (normal or late or catch_up):
+            return 0.0
+        ids = [pk for pk, _ in late] + [pk for pk, _ in normal]
+        try:
+            handed = await self.run(_fetch, catch_up, conf.recent_window(), ids)
+        except BaseException:
+            for user_id, up_to in catch_up.items():
+                if user_id in self._subscriptions:
+                    self._new_users.setdefault(user_id, up_to)
+            raise
+        self._to_hand, self._late_to_hand = [], []
+        self.stats.claimed += len(handed.claimed)
+        late_ids = {pk for pk, _ in late}
+        nobody = self._hand(handed.caught_up, to_every_stream=True)
+        nobody += self._hand((n for n in handed.rows if n.pk in late_ids), to_every_stream=True)
+        nobody += self._hand(
+            (n for n in handed.rows if n.pk not in late_ids), to_every_stream=False
+        )
+        # Claimed here for a user whose last stream closed meanwhile: it goes back.
+        self._to_release.extend(n.pk for n in nobody if n.pk in handed.claimed)
+        return handed.seconds
+
+    def _hand_change_events(self, events: Mapping[int, list[ChangeEvent]]) -> None:
+        """Push each user's read and deleted events to every stream of theirs."""
+        for user_id, user_events in events.items():
+            for subscription in self._subscriptions.get(user_id, ()):
+                for event in user_events:
+                    subscription.push(event)
+            self.stats.change_events += len(user_events)
+
+    def _hand(
+        self, notifications: Iterable[Notification], *, to_every_stream: bool
+    ) -> list[Notification]:
+        """Push each notification to its user's streams; return those no stream took.
+
+        A row passing the position goes to the streams that subscribed before it passed and
+        whose cursor is below it; a late row or a catch-up to every stream of the user (each
+        stream leaves out what its replay sent).
+        """
+        nobody = []
+        for notification in notifications:
+            taken = False
+            for subscription in self._subscriptions.get(notification.user_id, ()):
+                if to_every_stream or subscription.wants(notification.pk):
+                    subscription.push(notification)
+                    taken = True
+            if taken:
+                self.stats.delivered += 1
+            else:
+                nobody.append(notification)
+        return nobody

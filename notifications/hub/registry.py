@@ -9,7 +9,6 @@ from typing import Any
 
 from django.db import transaction
 
-from ..models import Notification
 from .core import Hub
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
@@ -22,17 +21,6 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
-
-
-async def share(notifications: list[Notification]) -> None:
-    """Send rows claimed outside the poll (by a page render) to their users' open streams.
-
-    A claim by anyone else than the poll would otherwise keep those rows from the streams the
-    user already has open in this process. A no-op where no stream was ever opened.
-    """
-    hub = _hubs.get(asyncio.get_running_loop())
-    if hub is not None:
-        hub.deliver(notifications)
 
 
 def notifications_created(using: str | None = None) -> None:
@@ -63,6 +51,10 @@ def process_stats() -> dict[str, Any]:
         "ticks": sum(h.stats.ticks for h in hubs),
         "queries": sum(h.stats.queries + h.stats.session_queries for h in hubs),
         "claimed": sum(h.stats.claimed for h in hubs),
+        "rows_read": sum(h.stats.rows_read for h in hubs),
+        # Ids not visible yet that hold rows back, and those given up on still watched.
+        "holes": sum(h.pending_ids for h in hubs),
+        "late_holes": sum(h.late_ids for h in hubs),
         "delivered": sum(h.stats.delivered for h in hubs),
         "released": sum(h.stats.released for h in hubs),
         "sessions_ended": sum(h.stats.sessions_ended for h in hubs),
@@ -74,4 +66,5 @@ def process_stats() -> dict[str, Any]:
         # time.monotonic() of the most recent poll of any hub, None before the first.
         "last_tick": max(ticks) if ticks else None,
         "polling": any(h.polling for h in hubs),
+        "listening": any(h.listening for h in hubs),
     }

@@ -15,9 +15,15 @@ class HubStats:
     last_tick_queries: int = 0
     # Queries of the session checks and authentications.
     session_queries: int = 0
+    # Rows this process set dispatched (the poll, a catch-up; not replays or pages).
     claimed: int = 0
-    # Notifications handed to at least one stream (by the poll, a replay or a page render).
+    # Rows read by the poll's cursor and by its looks at holes: each new row once per process,
+    # whoever it is for.
+    rows_read: int = 0
+    # Notifications handed to at least one stream of this process by the poll.
     delivered: int = 0
+    # Read and deleted events handed to the streams of a user (counted once per user).
+    change_events: int = 0
     released: int = 0
     # Streams refused by the per-user or per-process cap.
     refused: int = 0

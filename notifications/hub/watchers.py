@@ -3,12 +3,21 @@
 PostgreSQL: a LISTEN connection hears the insert trigger's NOTIFY (migration 0003). SQLite:
 the file's data_version changes when another connection commits. Either only hastens the poll,
 which still runs every poll interval.
+
+A pooler in transaction mode (PgBouncer) breaks LISTEN without an error: the session that
+listens is handed to other clients between transactions, and its notifications go nowhere
+(pgbouncer #976; NOTIFY through it works). NOTIFICATIONS_LISTEN_DATABASE_URL gives LISTEN a
+direct connection of its own. Either way, the listener first sends itself a NOTIFY through the
+ordinary (possibly pooled) connection: if it does not arrive, one warning says so, and the
+process relies on the poll alone from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +35,17 @@ POSTGRES_CHANNEL = "notifications_created"
 
 # Seconds of silence after which the LISTEN connection is checked with a query.
 LISTEN_CHECK_INTERVAL = 60.0
+
+# Seconds the listener waits for the NOTIFY it sent itself at start.
+PROBE_TIMEOUT = 3.0
+
+# Set in a process once its LISTEN connection failed the probe: no hub of the process listens
+# again (nor warns again); the poll delivers.
+_listen_broken = False
+
+
+class ListenBroken(Exception):
+    """The LISTEN connection does not receive what is sent to it."""
 
 
 def _data_version() -> int:
@@ -49,7 +69,8 @@ class ChangeWatcher:
         connection = connections[queries.database_alias()]
         try:
             if connection.vendor == "postgresql":
-                await self._listen_postgresql(connection.get_connection_params())
+                if not _listen_broken:
+                    await self._listen_postgresql(connection.get_connection_params())
             elif connection.vendor == "sqlite":
                 await self._watch_sqlite()
         except Exception:
@@ -57,17 +78,25 @@ class ChangeWatcher:
             logger.exception("Watching for new notifications failed")
 
     async def _listen_postgresql(self, params: dict[str, Any]) -> None:
+        global _listen_broken
         import psycopg
 
+        url = conf.listen_database_url()
         for django_only in ("context", "cursor_factory", "prepare_threshold"):
             params.pop(django_only, None)
         params.setdefault("connect_timeout", worker.DATABASE_TIMEOUT)
         delay = 1.0
         while True:
             try:
-                listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+                if url:
+                    listener = await psycopg.AsyncConnection.connect(
+                        url, autocommit=True, connect_timeout=worker.DATABASE_TIMEOUT
+                    )
+                else:
+                    listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
                 async with listener:
                     await listener.execute(f"LISTEN {POSTGRES_CHANNEL}")
+                    await self._probe(listener)
                     self.listening = True
                     delay = 1.0
                     # Rows inserted while nobody listened: look now.
@@ -80,7 +109,19 @@ class ChangeWatcher:
                         async with asyncio.timeout(worker.DATABASE_TIMEOUT):
                             await listener.execute("SELECT 1")
                         self._wake()  # in case a NOTIFY came with the check's answer
-            except (psycopg.Error, OSError, TimeoutError) as exc:
+            except ListenBroken:
+                _listen_broken = True
+                logger.warning(
+                    "LISTEN does not receive notifications through this connection: a NOTIFY "
+                    "sent through the database connection did not arrive within %g s (a pooler "
+                    "in transaction mode, such as PgBouncer, does this). New notifications from "
+                    "other processes now wait for the poll (NOTIFICATIONS_POLL_INTERVAL). Set "
+                    "NOTIFICATIONS_LISTEN_DATABASE_URL to a direct connection to PostgreSQL for "
+                    "LISTEN.",
+                    PROBE_TIMEOUT,
+                )
+                return
+            except (psycopg.Error, OSError, TimeoutError, DatabaseError) as exc:
                 logger.warning(
                     "LISTEN connection failed (%s); the poll alone delivers until it is back",
                     exc,
@@ -89,6 +130,26 @@ class ChangeWatcher:
                 self.listening = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+    async def _probe(self, listener: Any) -> None:
+        """Send the listener a NOTIFY through the ordinary connection; raise ListenBroken if
+        it does not arrive within PROBE_TIMEOUT.
+
+        On a channel of its own, so other processes are not woken by it.
+        """
+        channel = f"notifications_probe_{os.getpid()}_{secrets.token_hex(4)}"
+        await listener.execute(f"LISTEN {channel}")
+        async with asyncio.timeout(worker.DATABASE_TIMEOUT):
+            await self._worker.run(queries.notify, channel, "probe")
+        arrived = False
+        async for notification in listener.notifies(timeout=PROBE_TIMEOUT):
+            if notification.channel == channel:
+                arrived = True
+                break
+            self._wake()
+        await listener.execute(f"UNLISTEN {channel}")
+        if not arrived:
+            raise ListenBroken
 
     async def _watch_sqlite(self) -> None:
         # data_version changes when another connection (a process, a request thread) commits
