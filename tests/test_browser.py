@@ -926,3 +926,48 @@ async def test_screenshots_of_the_bell_open_light_and_dark(
     assert box is not None
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     await page.screenshot(path=ARTIFACTS / "bell-phone-light.png")
+
+
+async def test_read_and_deleted_reach_another_device_within_a_second(
+    browser: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    # Two browser contexts are two devices: no shared locks or channel, a stream each. What
+    # one does reaches the other through the server's read and deleted events only.
+    async with checked_context(browser) as phone, checked_context(browser) as laptop:
+        pages = []
+        for device in (phone, laptop):
+            await sign_in(device, daphne_server.url, dave)
+            pages.append(await open_page(device, daphne_server.url))
+        for page in pages:
+            await wait_live(page)
+        first = await Notification.objects.acreate(user=dave, text="read me on the phone")
+        second = await Notification.objects.acreate(user=dave, text="deleted in the admin")
+        await shown_in(pages, first)
+        await shown_in(pages, second)
+        for page in pages:
+            await page.locator("#unread-count", has_text=re.compile("^2$")).wait_for(timeout=5 * MS)
+
+        clicked_at = time.monotonic()
+        await pages[0].click(f"li[data-id='{first.pk}'] .mark-read")
+        await pages[1].locator(f"li[data-id='{first.pk}']:not(.is-unread)").wait_for(timeout=5 * MS)
+        latency = time.monotonic() - clicked_at
+        for page in pages:
+            await page.locator("#unread-count", has_text=re.compile("^1$")).wait_for(timeout=5 * MS)
+            await page.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+                state="attached", timeout=5 * MS
+            )
+            item = page.locator(f"{BELL} [data-id='{first.pk}']")
+            assert "is-unread" not in (await item.get_attribute("class") or "")
+
+        await Notification.objects.filter(pk=second.pk).adelete()
+        for page in pages:
+            await page.locator(f"li[data-id='{second.pk}']").wait_for(
+                state="detached", timeout=5 * MS
+            )
+            await page.locator(f"{BELL} [data-id='{second.pk}']").wait_for(
+                state="detached", timeout=5 * MS
+            )
+            await page.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+            assert await unread_count(page) == "0"
+    # Within a second on an idle machine (the bound); room left for a loaded CI box.
+    assert latency < 3, f"the other device showed it read after {latency:.2f} s"
