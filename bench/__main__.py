@@ -28,6 +28,9 @@ bench.settings (the site's settings plus a statement counter and /bench/stats):
 The naive design runs up to --naive-max streams ("not run" beyond). A design that fails
 (streams refused, rows undelivered) is recorded and the run goes on.
 
+The deletions run (`deletions`): what recording deletions for the streams costs a purge
+(bench/deletions.py).
+
 The churn run (`churn`, PostgreSQL): --processes daphne processes, --users users with
 --clients-per-user clients each, connecting to a random process and disconnecting at random,
 reconnecting with Last-Event-ID from the newest id they received, while --notifications rows
@@ -146,7 +149,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "broadcast", help="one INSERT of a row for every connected user: the last arrival"
     )
     scale_modes = (fanout, burst, broadcast)
-    for sub in (run, churn, sending, fault_run, *scale_modes):
+    deletions = commands.add_parser(
+        "deletions", help="purge_notifications with and without the deletion trigger, timed"
+    )
+    for sub in (run, churn, sending, deletions, fault_run, *scale_modes):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -283,7 +289,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     burst.add_argument("--after", type=float, default=30.0, help="seconds of rows after it")
     broadcast.add_argument("--rounds", type=int, default=3)
 
-    modes = ("run", "churn", "sending", "faults", "fanout", "burst", "broadcast")
+    deletions.add_argument("--rows", type=int, default=100_000)
+    deletions.add_argument("--users", type=int, default=10_000)
+    deletions.add_argument("--rounds", type=int, default=4)
+
+    modes = ("run", "churn", "sending", "deletions", "faults", "fanout", "burst", "broadcast")
     if not argv or argv[0] not in (*modes, "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
@@ -319,7 +329,14 @@ def main(argv: list[str]) -> int:
             from .database import version
 
             info = report.machine(version())
-            if args.command == "sending":
+            if args.command == "deletions":
+                from .deletions import deletions
+
+                outcome = deletions(database, args.rows, args.users, args.rounds)
+                print(json.dumps(outcome["median_seconds"], indent=2))
+                document = {"machine": info, **outcome}
+                ok = True
+            elif args.command == "sending":
                 from .sending import sending
 
                 outcome = sending(database, args.recipients, args.runs)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from tests.support import PROJECT
+from .project import PROJECT
 
 
 @dataclass

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support import PROJECT
+from .project import PROJECT
 
 
 def machine(database_version: str) -> dict[str, Any]:

@@ -21,9 +21,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from tests.support import PROJECT
-
 from .database import Database
+from .project import PROJECT
 
 
 def _command(database: Database, *args: str) -> tuple[float, float, str]:

@@ -9,11 +9,12 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-from tests.support import DaphneServer, start_daphne
+from typing import TYPE_CHECKING, Any
 
 from .database import Database
+
+if TYPE_CHECKING:
+    from tests.support import DaphneServer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -46,6 +47,9 @@ def serve(
 
     On `port` (a free one by default), listening with `backlog` (daphne's default without it).
     """
+    # Not at import: tests/support.py imports models, which needs Django set up first.
+    from tests.support import start_daphne
+
     env = server_env(database, application_name, **extra)
     with start_daphne(env, log, port=port, backlog=backlog) as server:
         yield server

@@ -14,8 +14,9 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from . import services
-from .forms import BroadcastForm, SendNotificationForm
+from .forms import BroadcastForm, NotificationForm, SendNotificationForm
 from .models import Notification
+from .widgets import AutocompleteSelect
 
 _ADD_PERMISSION = f"{Notification._meta.app_label}.add_notification"
 
@@ -68,17 +69,46 @@ class UserFilter(admin.SimpleListFilter):
         }
 
 
+class ReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Read"), ("no", "Unread")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(read_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(read_at__isnull=True)
+        return queryset
+
+
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["id", "user", "__str__", "created", "dispatched", "dispatched_at"]
+    list_display = [
+        "id",
+        "user",
+        "__str__",
+        "level",
+        "created",
+        "dispatched",
+        "dispatched_at",
+        "read",
+    ]
     list_display_links = ["id", "__str__"]
-    list_filter = ["dispatched", UserFilter, "created"]
+    list_filter = ["dispatched", ReadFilter, "level", UserFilter, "created"]
     list_select_related = ["user"]
     date_hierarchy = "created"
     ordering = ["-id"]
-    fields = ["user", "text", "dispatched", "created", "dispatched_at"]
-    readonly_fields = ["created", "dispatched_at"]
+    form = NotificationForm
+    fields = ["user", "text", "url", "level", "dispatched", "created", "dispatched_at", "read_at"]
+    readonly_fields = ["created", "dispatched_at", "read_at"]
     actions = ["send_again"]
+
+    @admin.display(boolean=True, ordering="read_at")
+    def read(self, notification: Notification) -> bool:
+        return notification.read_at is not None
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         user_model = get_user_model()
@@ -96,6 +126,10 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if db_field.name == "user" and not _user_search(self.admin_site):
             kwargs.setdefault(
                 "widget", widgets.ForeignKeyRawIdWidget(db_field.remote_field, self.admin_site)
+            )
+        elif db_field.name in self.get_autocomplete_fields(request):
+            kwargs.setdefault(
+                "widget", AutocompleteSelect(db_field, self.admin_site, using=kwargs.get("using"))
             )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
@@ -132,7 +166,7 @@ class NotificationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 form.add_error("group", f"Nobody to send to: {form.audience()} is nobody.")
                 count = None
             elif "confirm" in request.POST:
-                created = services.send_bulk(recipients, form.cleaned_data["text"])
+                created = services.send_bulk(recipients, **form.fields_to_send())
                 self.message_user(
                     request,
                     f"Sent {_count(created)} to {form.audience()}.",
@@ -168,7 +202,7 @@ def notify_users(
     form = SendNotificationForm(request.POST if "apply" in request.POST else None)
     if form.is_valid():
         # Sent to whom was selected, active or not: an explicit choice.
-        created = services.send_bulk(queryset, form.cleaned_data["text"])
+        created = services.send_bulk(queryset, **form.fields_to_send())
         modeladmin.message_user(
             request,
             f"Sent {_count(created)} to the selected users.",

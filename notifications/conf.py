@@ -91,6 +91,11 @@ def gc_freeze() -> bool:
     return bool(getattr(settings, "NOTIFICATIONS_GC_FREEZE", False))
 
 
+def change_retention() -> float:
+    """Seconds a read or deleted change stays in the change log before it is pruned."""
+    return float(getattr(settings, "NOTIFICATIONS_CHANGE_RETENTION", 600.0))
+
+
 def listen_database_url() -> str:
     """A libpq connection URL for PostgreSQL's LISTEN alone, or "" to use the default database.
 

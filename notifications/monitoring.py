@@ -141,7 +141,16 @@ _PROMETHEUS_METRICS = [
     ("notifications_polls_total", "counter", "Polls run.", "ticks"),
     ("notifications_queries_total", "counter", "Queries of the hub.", "queries"),
     ("notifications_dispatched_total", "counter", "Notifications claimed.", "claimed"),
+    ("notifications_rows_read_total", "counter", "New rows read by the poll.", "rows_read"),
+    ("notifications_holes", "gauge", "Ids not committed yet that hold rows back.", "holes"),
+    ("notifications_listening", "gauge", "1 while a LISTEN connection listens.", "listening"),
     ("notifications_delivered_total", "counter", "Handed to a stream.", "delivered"),
+    (
+        "notifications_change_events_total",
+        "counter",
+        "Read and deleted events handed to a user's streams.",
+        "change_events",
+    ),
     ("notifications_released_total", "counter", "Claimed, sent nowhere, released.", "released"),
     (
         "notifications_sessions_ended_total",

@@ -57,7 +57,9 @@ def claim(ids: Sequence[int]) -> list[Notification]:
             sql = (
                 f"UPDATE {_table(alias)} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
                 f"WHERE id IN ({placeholders}) AND dispatched = %s "
-                "RETURNING id, user_id, text, created, dispatched, dispatched_at"
+                # Every column the stream sends: a deferred one would cost a query per row.
+                "RETURNING id, user_id, text, created, dispatched, dispatched_at, read_at, url, "
+                "level"
             )
             claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False], using=alias))
     claimed.sort(key=lambda n: n.pk)
@@ -270,24 +272,34 @@ def fetch(ids: Iterable[int]) -> list[Notification]:
     return rows
 
 
-def catch_up(up_to: Mapping[int, int], since: datetime) -> list[Notification]:
+def catch_up(bounds: Mapping[int, tuple[int, int]], since: datetime) -> list[Notification]:
     """Claim and return the undispatched rows of these users created since `since`.
 
-    `up_to` maps each user to the highest id to take; oldest first. For a user whose first
-    stream opens in a process: what was sent shortly before is delivered live, once.
+    `bounds` maps each user to the ids to take: above the first, up to the second. Oldest
+    first. For a user whose first stream opens in a process: what was sent shortly before,
+    after the stream's cursor, is delivered live, once.
     """
-    if not up_to:
+    if not bounds:
         return []
     alias = database_alias()
-    highest = max(up_to.values())
+    lowest = min(after for after, _ in bounds.values())
+    highest = max(up_to for _, up_to in bounds.values())
     candidates: list[int] = []
-    for chunk in _chunks(sorted(up_to)):
+    for chunk in _chunks(sorted(bounds)):
         rows = (
             Notification.objects.using(alias)
-            .filter(user_id__in=chunk, dispatched=False, created__gte=since, pk__lte=highest)
+            .filter(
+                user_id__in=chunk,
+                dispatched=False,
+                created__gte=since,
+                pk__gt=lowest,
+                pk__lte=highest,
+            )
             .values_list("pk", "user_id")
         )
-        candidates.extend(pk for pk, user_id in rows if pk <= up_to[user_id])
+        candidates.extend(
+            pk for pk, user_id in rows if bounds[user_id][0] < pk <= bounds[user_id][1]
+        )
     if not candidates:
         return []
     return fetch(n.pk for n in claim(candidates))

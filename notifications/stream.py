@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Iterable
 
 from django.db import DatabaseError
 
-from . import conf, sse
+from . import conf, payload, sse
 from .hub import Hub, Subscription
+from .hub.change_events import ChangeEvent
+from .hub.subscription import Item
 from .models import Notification
 
 logger = logging.getLogger(__name__)
@@ -21,12 +23,8 @@ EVENT_NAME = "notification"
 
 def encode(notification: Notification) -> str:
     """Return the SSE event for one notification."""
-    payload = {
-        "id": notification.pk,
-        "text": notification.text,
-        "created": notification.created.isoformat(timespec="microseconds"),
-    }
-    return sse.event(sse.json_data(payload), id=notification.pk, event=EVENT_NAME)
+    data = sse.json_data(payload.notification(notification))
+    return sse.event(data, id=notification.pk, event=EVENT_NAME)
 
 
 class NotificationStream:
@@ -80,7 +78,6 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
         if subscription.closed:
             reason = "refused"
             return
-        replayed: set[int] = set()
         highest = subscription.after or 0
         if subscription.after is not None:
             try:
@@ -98,7 +95,7 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
             if subscription.closed:
                 reason = "session ended"
                 return
-            replayed = {n.pk for n in rows}
+            subscription.mark_replayed({n.pk for n in rows})
             if rows:
                 chunk, highest = _encode_in_order(rows, highest)
                 sent_events += len(rows)
@@ -121,10 +118,9 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 sent_bytes += len(comment)
                 yield comment
                 continue
-            fresh = [n for n in batch if n.pk not in replayed]
-            if fresh:
-                chunk, highest = _encode_in_order(fresh, highest)
-                sent_events += len(fresh)
+            chunk, highest, count = _encode_batch(batch, highest)
+            if chunk:
+                sent_events += count
                 sent_bytes += len(chunk.encode())
                 yield chunk
     finally:
@@ -136,6 +132,40 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
             sent_events,
             reason,
         )
+
+
+def encode_change(event: ChangeEvent) -> str:
+    """Return the SSE event for a read or deleted change: named, with no id.
+
+    No `id:` field, so the browser's Last-Event-ID stays the id of the last notification: the
+    HTML Standard (9.2.6) sets the last event ID only from an `id:` field, and an event without
+    one keeps it. A resume after a change event therefore replays from the right place.
+    """
+    return sse.event(sse.json_data(event.data), event=event.name)
+
+
+def _encode_batch(batch: Iterable[Item], highest: int) -> tuple[str, int, int]:
+    """Return the events for a batch in the order it was handed over, the highest id sent,
+    and how many events there are.
+
+    Order matters: a change event's unread count covers the notifications handed before it.
+    """
+    parts: list[str] = []
+    run: list[Notification] = []
+    count = 0
+    for item in [*batch, None]:
+        if isinstance(item, Notification):
+            run.append(item)
+            continue
+        if run:
+            chunk, highest = _encode_in_order(run, highest)
+            parts.append(chunk)
+            count += len(run)
+            run = []
+        if item is not None:
+            parts.append(encode_change(item))
+            count += 1
+    return "".join(parts), highest, count
 
 
 def _encode_in_order(notifications: Iterable[Notification], highest: int) -> tuple[str, int]:

@@ -150,6 +150,18 @@ def bob_session(bob: AbstractUser) -> str:
 
 
 @pytest.fixture
+def empty_change_log(transactional_db: None) -> None:
+    """Start with no changes recorded.
+
+    On SQLite the test database is emptied with DELETE between tests, and the deletion
+    trigger records each notification it removes, whichever table goes first.
+    """
+    from notifications.models import Change
+
+    Change.objects.all().delete()
+
+
+@pytest.fixture
 def fast_poll(settings: Any) -> None:
     settings.NOTIFICATIONS_POLL_INTERVAL = 0.05
     settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 0.1

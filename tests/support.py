@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from django.db import connection
+from django.contrib.auth.models import AbstractUser
+from django.db import connection, transaction
 from httpx_sse import ServerSentEvent, aconnect_sse
+
+from notifications.models import Notification
 
 PROJECT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
@@ -162,6 +166,8 @@ class StreamReader:
     client: httpx.AsyncClient
     path: str = "/notifications/stream/"
     headers: dict[str, str] = field(default_factory=dict)
+    # The event names queued (read and deleted events too, when a test asks for them).
+    names: tuple[str, ...] = ("notification",)
     status: int | None = None
     response_headers: httpx.Headers | None = None
     events: asyncio.Queue[ServerSentEvent] = field(default_factory=asyncio.Queue)
@@ -189,7 +195,7 @@ class StreamReader:
                 if self.status != 200:
                     return
                 async for event in source.aiter_sse():
-                    if event.event == "notification":
+                    if event.event in self.names:
                         await self.events.put(event)
         finally:
             self.opened.set()
@@ -319,3 +325,40 @@ class EverythingToMirror:
 
     def allow_relation(self, *objects: Any, **hints: Any) -> bool:
         return True
+
+
+class OpenTransaction:
+    """A transaction in a thread of its own that inserted a row and has not committed yet."""
+
+    def __init__(self, user: AbstractUser, text: str) -> None:
+        self._user, self._text = user, text
+        self._inserted = threading.Event()
+        self._finish = threading.Event()
+        self._done = threading.Event()
+        self.pk = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with transaction.atomic():
+                self.pk = Notification.objects.create(user_id=self._user.pk, text=self._text).pk
+                self._inserted.set()
+                self._finish.wait(60)
+        finally:
+            connection.close()
+            self._inserted.set()
+            self._done.set()
+
+    async def __aenter__(self) -> OpenTransaction:
+        self._thread.start()
+        assert await asyncio.to_thread(self._inserted.wait, 10), "the insert did not happen"
+        assert self.pk, "the insert failed"
+        return self
+
+    async def commit(self) -> None:
+        self._finish.set()
+        assert await asyncio.to_thread(self._done.wait, 10), "the commit did not happen"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._finish.set()
+        await asyncio.to_thread(self._thread.join, 10)

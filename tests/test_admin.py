@@ -384,3 +384,179 @@ def test_broadcast_change_it_goes_back_to_the_filled_in_form(admin_client: Clien
     assert 'id="broadcast-count"' not in back
     assert "Draft</textarea>" in back
     assert not Notification.objects.exists()
+
+
+def add_form(client: Client, **fields: str) -> Any:
+    token = csrf_token(client.get(ADD).content.decode())
+    return client.post(ADD, {"csrfmiddlewaretoken": token, **fields})
+
+
+def test_admin_add_form_takes_a_link_and_a_level(admin_client: Client) -> None:
+    alice = make_user("alice")
+    page = admin_client.get(ADD).content.decode()
+    assert 'name="url"' in page
+    assert 'name="level"' in page
+
+    saved = add_form(
+        admin_client, user=str(alice.pk), text="Invoice", url="/invoices/7", level="warning"
+    )
+
+    assert saved.status_code == 302
+    assert Notification.objects.values_list("url", "level").get() == ("/invoices/7", "warning")
+
+
+def test_admin_add_form_defaults_to_no_link_and_info(admin_client: Client) -> None:
+    alice = make_user("alice")
+    add_form(admin_client, user=str(alice.pk), text="Plain", level="info")
+    assert Notification.objects.values_list("url", "level").get() == ("", "info")
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"url": "javascript:alert(1)"}, "Links with the scheme javascript: are not allowed"),
+        ({"url": "//evil.example/"}, "starts with //"),
+        ({"url": "data:text/html,x"}, "scheme data:"),
+        ({"level": "critical"}, "Select a valid choice"),
+    ],
+)
+def test_admin_add_form_refuses_a_bad_link_or_level(
+    admin_client: Client, fields: dict[str, str], error: str
+) -> None:
+    alice = make_user("alice")
+    refused = add_form(admin_client, **{"user": str(alice.pk), "text": "x", **fields})
+    assert refused.status_code == 200
+    assert error in unescape(refused.content.decode())
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("user", ["abc", "1.5", "-1", "99999999999999999999999", "1 OR 1=1", "[]"])
+def test_admin_add_form_with_a_user_that_is_not_an_id_gets_a_form_error(
+    admin_client: Client, user: str
+) -> None:
+    refused = add_form(admin_client, user=user, text="Hello")
+    assert refused.status_code == 200
+    assert "Select a valid choice" in refused.content.decode()
+    assert not Notification.objects.exists()
+
+
+def test_notification_list_filters_by_read(admin_client: Client) -> None:
+    alice = make_user("alice")
+    Notification.objects.create(user=alice, text="alpha read", read_at=timezone.now())
+    Notification.objects.create(user=alice, text="alpha unread")
+
+    def shown(query: str) -> list[str]:
+        page = admin_client.get(f"{NOTIFICATIONS}?{query}")
+        assert page.status_code == 200
+        return sorted(re.findall(r">(alpha \w+)</a>", page.content.decode()))
+
+    assert shown("") == ["alpha read", "alpha unread"]
+    assert shown("read=yes") == ["alpha read"]
+    assert shown("read=no") == ["alpha unread"]
+    assert shown("level=info&read=no") == ["alpha unread"]
+
+
+def test_broadcast_sends_the_link_and_level_after_showing_them(admin_client: Client) -> None:
+    make_user("alice")
+    token = csrf_token(admin_client.get(BROADCAST).content.decode())
+    fields = {"text": "Maintenance", "url": "/status", "level": "warning", "group": ""}
+
+    confirm = admin_client.post(BROADCAST, {"csrfmiddlewaretoken": token, **fields})
+    page = confirm.content.decode()
+    assert "Level: <strong>Warning</strong>; link: <code>/status</code>" in page
+    admin_client.post(
+        BROADCAST, {"csrfmiddlewaretoken": csrf_token(page), **fields, "confirm": "yes"}
+    )
+
+    assert set(Notification.objects.values_list("url", "level")) == {("/status", "warning")}
+    assert Notification.objects.count() == 2
+
+
+def test_broadcast_refuses_a_javascript_link(admin_client: Client) -> None:
+    make_user("alice")
+    token = csrf_token(admin_client.get(BROADCAST).content.decode())
+    refused = admin_client.post(
+        BROADCAST,
+        {"csrfmiddlewaretoken": token, "text": "x", "url": "javascript:alert(1)", "group": ""},
+    )
+    assert "scheme javascript: are not allowed" in unescape(refused.content.decode())
+    assert 'id="broadcast-count"' not in refused.content.decode()
+
+
+def test_user_action_sends_the_link_and_level(admin_client: Client) -> None:
+    alice = make_user("alice")
+    form = start_user_action(admin_client, [alice])
+    assert 'name="url"' in form and 'name="level"' in form
+    admin_client.post(
+        USERS,
+        {
+            "csrfmiddlewaretoken": csrf_token(form),
+            "action": "notify_users",
+            "_selected_action": [str(alice.pk)],
+            "select_across": "0",
+            "text": "Your order shipped",
+            "url": "https://shop.example/orders/1",
+            "level": "success",
+            "apply": "Send",
+        },
+    )
+    assert list(Notification.objects.values_list("url", "level")) == [
+        ("https://shop.example/orders/1", "success")
+    ]
+
+
+def test_user_action_refuses_a_data_link(admin_client: Client) -> None:
+    alice = make_user("alice")
+    form = start_user_action(admin_client, [alice])
+    refused = admin_client.post(
+        USERS,
+        {
+            "csrfmiddlewaretoken": csrf_token(form),
+            "action": "notify_users",
+            "_selected_action": [str(alice.pk)],
+            "select_across": "0",
+            "text": "x",
+            "url": "data:text/html,x",
+            "apply": "Send",
+        },
+    )
+    assert "scheme data: are not allowed" in unescape(refused.content.decode())
+    assert not Notification.objects.exists()
+
+
+def deleted_ids() -> list[int]:
+    from notifications.models import Change
+
+    return sorted(
+        pk
+        for change in Change.objects.filter(kind="deleted")
+        for ids in change.by_user().values()
+        for pk in ids
+    )
+
+
+def test_admin_deletions_are_recorded_for_the_users_streams(admin_client: Client) -> None:
+    from notifications.models import Change
+
+    alice = make_user("alice")
+    Change.objects.all().delete()
+    one, two, three = (Notification.objects.create(user=alice, text=t) for t in "abc")
+
+    page = admin_client.get(f"{NOTIFICATIONS}{one.pk}/delete/").content.decode()
+    admin_client.post(
+        f"{NOTIFICATIONS}{one.pk}/delete/", {"csrfmiddlewaretoken": csrf_token(page), "post": "yes"}
+    )
+    assert deleted_ids() == [one.pk]
+
+    token = csrf_token(admin_client.get(NOTIFICATIONS).content.decode())
+    admin_client.post(
+        NOTIFICATIONS,
+        {
+            "csrfmiddlewaretoken": token,
+            "action": "delete_selected",
+            "_selected_action": [str(two.pk), str(three.pk)],
+            "post": "yes",
+        },
+    )
+    assert not Notification.objects.exists()
+    assert deleted_ids() == [one.pk, two.pk, three.pk]

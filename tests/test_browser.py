@@ -12,7 +12,7 @@ import shutil
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -66,13 +66,37 @@ async def browser() -> AsyncIterator[Any]:
             await browser.close()
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def context(browser: Any) -> AsyncIterator[Any]:
+# What the browser logs for a refused or failed request (the tests cause 403s, 429s and
+# outages on purpose); anything else logged as an error fails the test.
+NETWORK_ERROR = re.compile(r"^Failed to load resource: |net::ERR_")
+
+
+@contextlib.asynccontextmanager
+async def checked_context(browser: Any) -> AsyncIterator[Any]:
+    """A browser context (a device of its own) whose pages must log no errors."""
     context = await browser.new_context()
+    errors: list[str] = []
+
+    def watch(page: Any) -> None:
+        def logged(message: Any) -> None:
+            if message.type == "error" and not NETWORK_ERROR.search(message.text):
+                errors.append(f"{page.url}: {message.text}")
+
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+        page.on("console", logged)
+
+    context.on("page", watch)
     try:
         yield context
     finally:
         await context.close()
+    assert errors == [], "the pages logged errors"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def context(browser: Any) -> AsyncIterator[Any]:
+    async with checked_context(browser) as context:
+        yield context
 
 
 @pytest.fixture
@@ -184,6 +208,17 @@ def free_port() -> int:
 @contextlib.contextmanager
 def daphne_on(port: int, log: Path) -> Iterator[DaphneServer]:
     with start_daphne(server_env(), log, port=port) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def host_server(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaphneServer]:
+    """A site of its own whose one page only loads the bell (tests/host_site)."""
+    env = server_env(DJANGO_SETTINGS_MODULE="tests.host_site.settings")
+    log = tmp_path_factory.mktemp("host") / "daphne.log"
+    with start_daphne(env, log) as server:
         yield server
 
 
@@ -473,21 +508,30 @@ async def test_screenshots_light_dark_desktop_and_phone(
     context: Any, daphne_server: DaphneServer, dave: AbstractUser
 ) -> None:
     history = [
-        ("Weekly report is ready to download", timedelta(hours=3)),
-        ("Anna commented on “Q3 roadmap”:\nLooks good — ship it on Monday.", timedelta(minutes=25)),
-        ("Your password was changed", timedelta(minutes=2)),
+        ("Weekly report is ready to download", "info", "/notifications/", timedelta(hours=3)),
+        (
+            "Anna commented on “Q3 roadmap”:\nLooks good — ship it on Monday.",
+            "info",
+            "",
+            timedelta(minutes=25),
+        ),
+        ("Your password was changed", "warning", "", timedelta(minutes=2)),
     ]
     now = timezone.now()
-    for text, age in history:
-        n = await Notification.objects.acreate(user=dave, text=text)
-        await Notification.objects.filter(pk=n.pk).aupdate(created=now - age)
+    for text, level, url, age in history:
+        n = await Notification.objects.acreate(user=dave, text=text, level=level, url=url)
+        # The oldest was read; the others are not.
+        read_at = now if age > timedelta(hours=1) else None
+        await Notification.objects.filter(pk=n.pk).aupdate(created=now - age, read_at=read_at)
     await sign_in(context, daphne_server.url, dave)
     page = await context.new_page()
     # A steady highlight (no fade) while the newest item is new, the same in every shot.
     await page.emulate_media(reduced_motion="reduce")
     await page.goto(f"{daphne_server.url}/")
     await wait_live(page)
-    live = await Notification.objects.acreate(user=dave, text="Build #1024 finished: all green")
+    live = await Notification.objects.acreate(
+        user=dave, text="Build #1024 finished: all green", level="success"
+    )
     await page.locator(f"li[data-id='{live.pk}'].is-new").wait_for(timeout=5 * MS)
     ARTIFACTS.mkdir(exist_ok=True)
     for name, size in (
@@ -499,3 +543,436 @@ async def test_screenshots_light_dark_desktop_and_phone(
             await page.emulate_media(color_scheme=scheme)
             await page.screenshot(path=ARTIFACTS / f"page-{name}{scheme}.png")
     assert await page.locator("#notifications li").count() == 4
+
+
+# --- The notification centre: levels, links, read state, older history ------------------------
+
+
+async def unread_count(page: Any) -> str:
+    text: str = await page.inner_text("#unread-count")
+    return text
+
+
+async def read_ids(user: AbstractUser) -> set[int]:
+    return {
+        pk
+        async for pk in Notification.objects.filter(user=user, read_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    }
+
+
+async def make_linked(user: AbstractUser) -> dict[str, Notification]:
+    """One notification of each kind whose rendering the centre's tests check."""
+    made = {
+        "warning": await Notification.objects.acreate(
+            user=user, text="<b>Disk</b> almost full", level="warning", url="/notifications/?from=x"
+        ),
+        "error": await Notification.objects.acreate(
+            user=user,
+            text="Incident 7",
+            level="error",
+            url="https://example.com/incident/7?tab=log",
+        ),
+        "success": await Notification.objects.acreate(user=user, text="Deployed", level="success"),
+        "hostile": await Notification.objects.acreate(user=user, text="<a href=x>not a link</a>"),
+    }
+    # Written around the model's validation, as raw SQL or an old process could: never a link.
+    await Notification.objects.filter(pk=made["hostile"].pk).aupdate(url="javascript:alert(1)")
+    return made
+
+
+async def assert_rendered(page: Any, made: dict[str, Notification], where: str) -> None:
+    def item(name: str) -> str:
+        return f"{where} li[data-id='{made[name].pk}']"
+
+    for name in ("warning", "error", "success"):
+        level = page.locator(f"{item(name)} .notifications-level")
+        assert await level.get_attribute("data-level") == name
+        # The level in words for screen readers, the icon hidden from them.
+        hidden = level.locator(".notifications-visually-hidden")
+        assert await hidden.text_content() == f"{name.capitalize()}: "
+        assert await level.locator(".notifications-level-icon").get_attribute("aria-hidden") == (
+            "true"
+        )
+    assert (
+        await page.locator(f"{item('hostile')} .notifications-level").get_attribute("data-level")
+        == "info"
+    )
+
+    warning = page.locator(f"{item('warning')} .text a")
+    assert await warning.get_attribute("href") == "/notifications/?from=x"
+    assert await warning.inner_text() == "<b>Disk</b> almost full"
+    assert await warning.get_attribute("target") is None
+    error = page.locator(f"{item('error')} .text a")
+    assert await error.evaluate("a => a.href") == "https://example.com/incident/7?tab=log"
+    for name in ("success", "hostile"):
+        assert await page.locator(f"{item(name)} .text a").count() == 0
+    assert await page.inner_text(f"{item('hostile')} .text") == "<a href=x>not a link</a>"
+    assert await page.locator(f"{where} b").count() == 0
+
+
+async def test_levels_and_links_render_safely_in_history_and_from_the_api(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    # The oldest four reach the page through "Load older" (built by render.js from the API),
+    # the newest four with the history the server renders.
+    older = await make_linked(dave)
+    await Notification.objects.abulk_create(
+        Notification(user=dave, text=f"filler {i}") for i in range(46)
+    )
+    # Delivered long ago: the stream does not bring them again.
+    await Notification.objects.filter(user=dave).aupdate(dispatched=True)
+    newer = await make_linked(dave)
+    await sign_in(context, daphne_server.url, dave)
+    page = await open_page(context, daphne_server.url)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await wait_live(page)
+    assert await page.locator("#notifications li").count() == 50
+    await assert_rendered(page, newer, "#notifications")
+    # And as they arrive on the stream (built by render.js from the event's JSON).
+    live = await make_linked(dave)
+    await shown_in([page], live["hostile"])
+    await assert_rendered(page, live, "#notifications")
+
+    load = page.locator("#load-older")
+    await load.wait_for(timeout=5 * MS)
+    await load.click()
+    await page.locator("#older-notifications li").nth(3).wait_for(timeout=5 * MS)
+    assert await page.locator("#older-notifications li").count() == 4
+    await assert_rendered(page, older, "#older-notifications")
+    # Nothing older: the button is gone and the status says so.
+    await load.wait_for(state="hidden", timeout=5 * MS)
+    assert "no more" in await page.inner_text("#older-status")
+    assert dialogs == []
+
+
+async def test_mark_one_then_all_read_updates_count_list_database_and_other_tab(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    first, second, third = [
+        await Notification.objects.acreate(user=dave, text=f"unread {i}") for i in range(3)
+    ]
+    await sign_in(context, daphne_server.url, dave)
+    page = await open_page(context, daphne_server.url)
+    other = await open_page(context, daphne_server.url)
+    for shown in (page, other):
+        await wait_live(shown)
+        assert await unread_count(shown) == "3"
+        assert await shown.locator("#notifications li.is-unread").count() == 3
+
+    await page.click(f"li[data-id='{second.pk}'] .mark-read")
+    for shown in (page, other):
+        await shown.locator(f"li[data-id='{second.pk}']:not(.is-unread)").wait_for(timeout=5 * MS)
+        await shown.locator("#unread-count", has_text=re.compile("^2$")).wait_for(timeout=5 * MS)
+        assert await shown.locator(f"li[data-id='{second.pk}'] .mark-read").count() == 0
+    assert await read_ids(dave) == {second.pk}
+
+    await page.click("#mark-all-read")
+    for shown in (page, other):
+        await shown.locator("#unread-count", has_text=re.compile("^0$")).wait_for(timeout=5 * MS)
+        assert await shown.locator("#notifications li.is-unread").count() == 0
+    assert await read_ids(dave) == {first.pk, second.pk, third.pk}
+    assert await page.get_attribute("#mark-all-read", "aria-disabled") == "true"
+
+    await page.reload()
+    await wait_live(page)
+    assert await unread_count(page) == "0"
+    assert await page.locator("#notifications li.is-unread").count() == 0
+
+
+async def test_opening_a_link_marks_it_read_then_follows_it_in_the_same_tab(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    linked = await Notification.objects.acreate(
+        user=dave, text="Open me", url="/notifications/?followed=1"
+    )
+    await sign_in(context, daphne_server.url, dave)
+    page = await open_page(context, daphne_server.url)
+    await wait_live(page)
+    await page.click(f"li[data-id='{linked.pk}'] .text a")
+    await page.wait_for_url(re.compile(r"/notifications/\?followed=1$"), timeout=5 * MS)
+    assert len(context.pages) == 1
+    assert await read_ids(dave) == {linked.pk}
+    assert await page.locator(f"li[data-id='{linked.pk}'].is-unread").count() == 0
+
+
+# --- The bell -------------------------------------------------------------------------------
+
+BELL = ".notifications-bell"
+BELL_BUTTON = ".notifications-bell-button"
+BELL_MENU = ".notifications-bell-menu"
+
+
+async def wait_bell_live(page: Any, timeout: float = 10) -> None:
+    await page.wait_for_selector(f"{BELL}[data-state=live]", timeout=timeout * MS)
+
+
+async def bell_count(page: Any) -> str:
+    """The count as the button's accessible name says it ("" when the badge is hidden)."""
+    if await page.locator(".notifications-bell-count").is_hidden():
+        return ""
+    label: str = await page.text_content(".notifications-bell-label")
+    return label
+
+
+async def focused(page: Any) -> str:
+    text: str = await page.evaluate(
+        "document.activeElement.querySelector('.notifications-bell-text')?.textContent"
+        " ?? document.activeElement.textContent.trim()"
+    )
+    return text
+
+
+async def test_the_bell_on_a_plain_host_page_is_live_and_marks_read_as_opened(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    older = await Notification.objects.acreate(user=dave, text="From before", level="warning")
+    await sign_in(context, host_server.url, dave)
+    page = await open_page(context, host_server.url)
+    await wait_bell_live(page)
+    # Nothing of the app's in the host's head; the bell brought its stylesheet.
+    assert await page.locator("head link, head script").count() == 0
+    assert (
+        await page.evaluate(f"getComputedStyle(document.querySelector('{BELL_MENU}')).position")
+        == "absolute"
+    )
+    assert await bell_count(page) == ", 1 unread"
+
+    live = await Notification.objects.acreate(
+        user=dave, text="<img src=x onerror=alert(1)>", level="error"
+    )
+    await page.locator(f"{BELL} [data-id='{live.pk}']").wait_for(state="attached", timeout=5 * MS)
+    await page.locator(".notifications-bell-label", has_text=", 2 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    assert await page.get_attribute(BELL_BUTTON, "aria-expanded") == "false"
+
+    await page.click(BELL_BUTTON)
+    await page.locator(BELL_MENU).wait_for(timeout=5 * MS)
+    # The newest first; its markup stays text.
+    assert await focused(page) == live.text
+    assert await page.locator(f"{BELL_MENU} img").count() == 0
+    for n, level in ((older, "warning"), (live, "error")):
+        badge = page.locator(f"{BELL} [data-id='{n.pk}'] .notifications-level")
+        assert await badge.get_attribute("data-level") == level
+    await page.keyboard.press("Enter")
+    # Opened: marked read, the menu closed, the keyboard back on the button.
+    await page.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    assert await read_ids(dave) == {live.pk}
+    assert await page.get_attribute(BELL_BUTTON, "aria-expanded") == "false"
+    assert await page.evaluate(
+        "document.activeElement.classList.contains('notifications-bell-button')"
+    )
+    item = page.locator(f"{BELL} [data-id='{live.pk}']")
+    assert "is-unread" not in (await item.get_attribute("class") or "")
+
+    await page.click(BELL_BUTTON)
+    await page.click(f"{BELL_MENU} [data-action=mark-all-read]")
+    await page.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+    assert await read_ids(dave) == {live.pk, older.pk}
+    await page.click(BELL_BUTTON)
+    assert await page.get_attribute(
+        f"{BELL_MENU} [data-action=mark-all-read]", "aria-disabled"
+    ) == ("true")
+
+
+async def test_the_bell_follows_the_menu_button_keyboard_pattern(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    texts = ["alpha", "bravo", "charlie"]
+    for text in texts:
+        await Notification.objects.acreate(user=dave, text=text)
+    await sign_in(context, host_server.url, dave)
+    page = await open_page(context, host_server.url)
+    await wait_bell_live(page)
+    button = page.locator(BELL_BUTTON)
+    assert await button.get_attribute("aria-haspopup") == "menu"
+    menu_id = await button.get_attribute("aria-controls")
+    menu = page.locator(f"#{menu_id}")
+    assert await menu.get_attribute("role") == "menu"
+    assert await menu.get_attribute("aria-labelledby") == await button.get_attribute("id")
+    assert await menu.is_hidden()
+    # The button's name says what it is and how many are unread.
+    assert await button.evaluate("b => b.textContent.replace(/\\s+/g, ' ').trim()") == (
+        "Notifications 3, 3 unread"
+    )
+    names = ["charlie", "bravo", "alpha", "Mark all read", "All notifications"]
+
+    await button.focus()
+    await page.keyboard.press("ArrowDown")
+    assert await button.get_attribute("aria-expanded") == "true"
+    assert await focused(page) == names[0]
+    for name in names[1:]:
+        await page.keyboard.press("ArrowDown")
+        assert await focused(page) == name
+    await page.keyboard.press("ArrowDown")
+    assert await focused(page) == names[0], "ArrowDown wraps to the first item"
+    await page.keyboard.press("ArrowUp")
+    assert await focused(page) == names[-1], "ArrowUp wraps to the last item"
+    await page.keyboard.press("Home")
+    assert await focused(page) == names[0]
+    await page.keyboard.press("End")
+    assert await focused(page) == names[-1]
+    await page.keyboard.press("b")
+    assert await focused(page) == "bravo", "a typed character moves to the item it starts"
+    await page.keyboard.press("Escape")
+    assert await menu.is_hidden()
+    assert await button.get_attribute("aria-expanded") == "false"
+    assert await page.evaluate("document.activeElement.id") == await button.get_attribute("id")
+
+    await page.keyboard.press("ArrowUp")
+    assert await focused(page) == names[-1], "ArrowUp on the button opens on the last item"
+    await page.keyboard.press("Escape")
+    for key in ("Enter", " "):
+        await page.keyboard.press(key)
+        assert await focused(page) == names[0], f"{key!r} on the button opens on the first item"
+        await page.keyboard.press("Escape")
+    # Tab leaves the menu closed; a click elsewhere closes it too.
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    assert await menu.is_hidden()
+    await button.click()
+    assert await menu.is_visible()
+    await page.click("main p")
+    assert await menu.is_hidden()
+    # Nothing was opened: nothing was marked read.
+    assert await read_ids(dave) == set()
+
+
+async def test_the_bell_and_the_page_in_two_tabs_share_one_stream(
+    context: Any, host_server: DaphneServer, dave: AbstractUser
+) -> None:
+    await sign_in(context, host_server.url, dave)
+    host = await open_page(context, host_server.url)
+    page = await context.new_page()
+    await page.goto(f"{host_server.url}/notifications/")
+    await wait_bell_live(host)
+    await wait_live(page)
+    # The bell's tab came first and holds the stream; the page follows it.
+    assert await host.get_attribute(BELL, "data-role") == "leader"
+    assert await page.get_attribute("#connection", "data-role") == "follower"
+
+    before = bytes_sent_by_port(host_server.port)
+    arrived = await Notification.objects.acreate(user=dave, text="to the bell and the page")
+    await page.locator(f"#notifications li[data-id='{arrived.pk}']").wait_for(timeout=5 * MS)
+    await host.locator(f"{BELL} [data-id='{arrived.pk}']").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    # One connection carried it to both tabs.
+    assert len(streams_that_sent(before, bytes_sent_by_port(host_server.port))) == 1
+    await host.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+
+    # Marked read on the page: the bell in the other tab follows.
+    await page.click(f"li[data-id='{arrived.pk}'] .mark-read")
+    await host.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+    item = host.locator(f"{BELL} [data-id='{arrived.pk}']")
+    assert "is-unread" not in (await item.get_attribute("class") or "")
+
+    # The page's tab leaves; the bell's tab carries on with the stream.
+    await page.close()
+    after = await Notification.objects.acreate(user=dave, text="after the page left")
+    await host.locator(f"{BELL} [data-id='{after.pk}']").wait_for(state="attached", timeout=10 * MS)
+
+
+async def test_screenshots_of_the_bell_open_light_and_dark(
+    context: Any, daphne_server: DaphneServer, dave: AbstractUser
+) -> None:
+    now = timezone.now()
+    for text, level, url, age, read in (
+        ("Weekly report is ready to download", "info", "/notifications/", timedelta(hours=3), True),
+        ("Deployed v2.4.1 to production", "success", None, timedelta(minutes=40), True),
+        (
+            "Disk almost full on db-2 (92%)",
+            "warning",
+            "/notifications/",
+            timedelta(minutes=12),
+            False,
+        ),
+    ):
+        n = await Notification.objects.acreate(user=dave, text=text, level=level, url=url or "")
+        await Notification.objects.filter(pk=n.pk).aupdate(
+            created=now - age, read_at=now if read else None
+        )
+    await sign_in(context, daphne_server.url, dave)
+    page = await context.new_page()
+    await page.set_viewport_size({"width": 900, "height": 620})
+    await page.goto(f"{daphne_server.url}/")
+    await wait_live(page)
+    await Notification.objects.acreate(
+        user=dave, text="Build #1024 failed: 3 tests", level="error", url="/notifications/"
+    )
+    await page.locator(".notifications-bell-label", has_text=", 2 unread").wait_for(
+        state="attached", timeout=5 * MS
+    )
+    await page.click(BELL_BUTTON)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        await page.screenshot(path=ARTIFACTS / f"bell-{scheme}.png")
+    assert await page.locator(f"{BELL_MENU} .notifications-bell-item").count() == 4
+
+    # On a phone the header wraps and the bell sits at the left: the menu stays on screen.
+    await page.keyboard.press("Escape")
+    await page.set_viewport_size({"width": 390, "height": 780})
+    await page.emulate_media(color_scheme="light")
+    await page.click(BELL_BUTTON)
+    box = await page.locator(BELL_MENU).bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    await page.screenshot(path=ARTIFACTS / "bell-phone-light.png")
+
+
+async def test_read_and_deleted_reach_another_device_within_a_second(
+    browser: Any,
+    daphne_server: DaphneServer,
+    dave: AbstractUser,
+    record_property: Callable[[str, object], None],
+) -> None:
+    # Two browser contexts are two devices: no shared locks or channel, a stream each. What
+    # one does reaches the other through the server's read and deleted events only.
+    async with checked_context(browser) as phone, checked_context(browser) as laptop:
+        pages = []
+        for device in (phone, laptop):
+            await sign_in(device, daphne_server.url, dave)
+            pages.append(await open_page(device, daphne_server.url))
+        for page in pages:
+            await wait_live(page)
+        first = await Notification.objects.acreate(user=dave, text="read me on the phone")
+        second = await Notification.objects.acreate(user=dave, text="deleted in the admin")
+        await shown_in(pages, first)
+        await shown_in(pages, second)
+        for page in pages:
+            await page.locator("#unread-count", has_text=re.compile("^2$")).wait_for(timeout=5 * MS)
+
+        clicked_at = time.monotonic()
+        await pages[0].click(f"li[data-id='{first.pk}'] .mark-read")
+        await pages[1].locator(f"li[data-id='{first.pk}']:not(.is-unread)").wait_for(timeout=5 * MS)
+        latency = time.monotonic() - clicked_at
+        # In the JUnit XML report (--junitxml): docs/notification-centre.md quotes it.
+        record_property("read_latency_seconds", round(latency, 3))
+        for page in pages:
+            await page.locator("#unread-count", has_text=re.compile("^1$")).wait_for(timeout=5 * MS)
+            await page.locator(".notifications-bell-label", has_text=", 1 unread").wait_for(
+                state="attached", timeout=5 * MS
+            )
+            item = page.locator(f"{BELL} [data-id='{first.pk}']")
+            assert "is-unread" not in (await item.get_attribute("class") or "")
+
+        await Notification.objects.filter(pk=second.pk).adelete()
+        for page in pages:
+            await page.locator(f"li[data-id='{second.pk}']").wait_for(
+                state="detached", timeout=5 * MS
+            )
+            await page.locator(f"{BELL} [data-id='{second.pk}']").wait_for(
+                state="detached", timeout=5 * MS
+            )
+            await page.locator(".notifications-bell-count").wait_for(state="hidden", timeout=5 * MS)
+            assert await unread_count(page) == "0"
+    # Within a second on an idle machine (the issue's bound); room left for a loaded CI box.
+    assert latency < 3, f"the other device showed it read after {latency:.2f} s"

@@ -18,7 +18,7 @@ from notifications.hub import Hub, StreamRefused
 from notifications.models import Notification
 from notifications.stream import notification_stream
 
-from .support import MIRROR, ids_in, next_chunk, wait_until
+from .support import MIRROR, OpenTransaction, ids_in, next_chunk, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
@@ -109,6 +109,143 @@ async def test_a_database_error_delays_delivery_without_ending_the_stream(
 
     assert ids_in(await next_chunk(stream)) == [n.pk]
     assert hub.stats.errors == 3
+    await stream.aclose()
+
+
+# The cursor: every new row read once; catch-up for a user's first stream; rows held back.
+
+
+async def test_rows_for_users_without_a_stream_are_read_once_and_cost_nothing_more(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser
+) -> None:
+    stream = hub.subscribe(alice.pk, alice_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+    read = hub.stats.rows_read
+    await Notification.objects.abulk_create([Notification(user=bob, text="x") for _ in range(300)])
+    mine = await Notification.objects.acreate(user=alice, text="mine")
+
+    assert [n.pk for n in await stream.next_batch(10) or []] == [mine.pk]
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 3, what="three more polls")
+
+    assert hub.stats.rows_read - read == 301
+    assert hub.stats.claimed == 1
+    assert not await Notification.objects.filter(user=bob, dispatched=True).aexists()
+    hub.unsubscribe(stream)
+
+
+async def test_a_users_first_stream_gets_what_was_sent_shortly_before_it_opened(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser, bob_session: str
+) -> None:
+    bobs = hub.subscribe(bob.pk, bob_session)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the hub to start")
+    recent = await Notification.objects.acreate(user=alice, text="a moment ago")
+    old = await Notification.objects.acreate(user=alice, text="an hour ago")
+    await Notification.objects.filter(pk=old.pk).aupdate(
+        created=timezone.now() - timedelta(hours=1)
+    )
+    shown = await Notification.objects.acreate(user=alice, text="shown", dispatched=True)
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 2, what="the hub to read them")
+
+    first = hub.subscribe(alice.pk, alice_session)
+    second = hub.subscribe(alice.pk, alice_session)
+
+    assert [n.pk for n in await first.next_batch(10) or []] == [recent.pk]
+    assert [n.pk for n in await second.next_batch(10) or []] == [recent.pk]
+    assert not (await Notification.objects.aget(pk=old.pk)).dispatched
+    assert first.horizon == shown.pk  # all three came before: none of them comes live
+    later = await Notification.objects.acreate(user=alice, text="later")
+    assert [n.pk for n in await first.next_batch(10) or []] == [later.pk]
+    for subscription in (bobs, first, second):
+        hub.unsubscribe(subscription)
+
+
+async def test_a_catch_up_leaves_out_what_is_at_or_below_the_streams_cursor(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    below = await Notification.objects.acreate(user=alice, text="the client has it")
+    above = await Notification.objects.acreate(user=alice, text="the client lacks it")
+    stream = hub.subscribe(alice.pk, alice_session, after=below.pk)
+
+    assert [n.pk for n in await stream.next_batch(10) or []] == [above.pk]
+    later = await Notification.objects.acreate(user=alice, text="later")
+    assert [n.pk for n in await stream.next_batch(10) or []] == [later.pk]
+    assert not (await Notification.objects.aget(pk=below.pk)).dispatched
+    hub.unsubscribe(stream)
+
+
+async def test_a_closing_stream_releases_only_what_this_process_claimed_and_it_did_not_send(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    replayed = await Notification.objects.acreate(user=alice, text="sent by the replay")
+    subscription = hub.subscribe(alice.pk, alice_session, after=replayed.pk - 1)
+    stream = notification_stream(hub, subscription)
+    await next_chunk(stream)
+    assert ids_in(await next_chunk(stream)) == [replayed.pk]
+    ticks = hub.stats.ticks
+    await wait_until(lambda: hub.stats.ticks >= ticks + 2, what="the catch-up's poll")
+    # Claimed elsewhere first (another process), then handed to this stream, never sent.
+    elsewhere = await Notification.objects.acreate(user=alice, text="x", dispatched=True)
+    await wait_until(lambda: hub.stats.delivered >= 1, what="the hand-out")
+
+    await stream.aclose()
+    # The poll stops once nothing is left to release.
+    await wait_until(lambda: not hub.polling, what="the poll to stop")
+
+    assert hub.stats.released == 0
+    assert (await Notification.objects.aget(pk=replayed.pk)).dispatched
+    assert (await Notification.objects.aget(pk=elsewhere.pk)).dispatched
+
+
+async def test_a_stream_sends_a_late_row_then_sets_the_last_event_id_back(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    # Sent before the stream opens: the hub hands out neither, the test does.
+    low = await Notification.objects.acreate(user=alice, text="low", dispatched=True)
+    high = await Notification.objects.acreate(user=alice, text="high", dispatched=True)
+    subscription = hub.subscribe(alice.pk, alice_session)
+    stream = notification_stream(hub, subscription)
+    await next_chunk(stream)
+    subscription.push(high)
+    assert ids_in(await next_chunk(stream)) == [high.pk]
+
+    subscription.push(low)  # as the hub hands out a row committed late
+
+    chunk = await next_chunk(stream)
+    assert ids_in(chunk) == [low.pk, high.pk]
+    assert chunk.endswith(f"\n\nid: {high.pk}\n\n")
+    await stream.aclose()
+
+
+@pytest.mark.postgresql
+async def test_a_row_committed_after_the_hold_back_still_reaches_the_open_streams(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications.hub import core
+
+    real = core.Horizon
+
+    def quick(*args: Any, **kwargs: Any) -> Any:
+        return real(*args, **{**kwargs, "hold_back": 0.3})
+
+    monkeypatch.setattr(core, "Horizon", quick)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    await wait_until(lambda: hub.stats.ticks >= 1, what="the first poll")
+
+    async with OpenTransaction(alice, "committed late") as late:
+        early = await Notification.objects.acreate(user=alice, text="committed early")
+        # Held back 0.3 s behind the open transaction's id, then passed on without it.
+        assert ids_in(await next_chunk(stream)) == [early.pk]
+        assert hub.late_ids >= 1
+        await late.commit()
+
+    chunk = await next_chunk(stream)
+    assert ids_in(chunk) == [late.pk, early.pk]  # the late row, then the id set back
+    assert hub.late_ids == 0
+    marker = await Notification.objects.acreate(user=alice, text="marker")
+    assert ids_in(await next_chunk(stream)) == [marker.pk]
     await stream.aclose()
 
 
@@ -499,3 +636,36 @@ def test_gc_freezing_is_off_unless_the_site_turns_it_on(settings: Any) -> None:
     gc.unfreeze()
     gcfreeze.keep_long_lived_out_of_gc()
     assert gc.get_freeze_count() == 0
+
+
+# The change log: read and deleted events.
+
+
+async def test_a_change_committed_while_the_log_is_read_is_read_at_the_next_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications import inbox
+    from notifications.hub.change_feed import ChangeFeed
+
+    row = await Notification.objects.acreate(user=alice, text="x", dispatched=True)
+    real_read = ChangeFeed.read
+    changed = False
+
+    def read_then_change(feed: ChangeFeed, *args: Any, **kwargs: Any) -> Any:
+        nonlocal changed
+        result = real_read(feed, *args, **kwargs)
+        if not changed:
+            changed = True
+            # Commits after this read's scan, in the worker's own connection (SQLite's
+            # data_version does not move for it): only its local wake-up tells the hub.
+            inbox.mark_read(alice.pk, [row.pk])
+        return result
+
+    monkeypatch.setattr(ChangeFeed, "read", read_then_change)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+
+    # Well before the 10 s fallback read: the wake-up during the read was kept.
+    chunk = await next_chunk(stream, timeout=3)
+    assert chunk == f'event: read\ndata: {{"ids": [{row.pk}], "unread": 0}}\n\n'
+    await stream.aclose()

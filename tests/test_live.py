@@ -219,11 +219,18 @@ async def test_threads_and_database_connections_do_not_grow_with_streams(
 
 async def test_static_files_are_served_with_debug_off(client: Client) -> None:
     async with client("") as http:
-        script = await http.get("/static/notifications/page.js")
+        # Native ES modules: served as JavaScript, which browsers require of a module script.
+        scripts = {
+            name: await http.get(f"/static/notifications/{name}")
+            for name in ("page.js", "stream.js", "leader.js", "bell.js")
+        }
+        bell_css = await http.get("/static/notifications/bell.css")
         admin_css = await http.get("/static/admin/css/base.css")
-    assert script.status_code == 200
-    assert "javascript" in script.headers["content-type"]
-    assert "EventSource" in script.text
+    for script in scripts.values():
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+    assert "new EventSource(" in scripts["stream.js"].text
+    assert bell_css.status_code == 200
     assert admin_css.status_code == 200
 
 

@@ -167,6 +167,8 @@ async def test_metrics_from_this_host_as_prometheus_text(
     assert values["notifications_delivered_total"] == "1.0"
     assert values["notifications_polling"] == "1.0"
     assert float(values["notifications_polls_total"]) >= 1
+    assert float(values["notifications_rows_read_total"]) >= 0
+    assert values["notifications_holes"] == "0.0"
     assert 0 <= float(values["notifications_last_poll_age_seconds"]) < 5
     assert "# TYPE notifications_dispatched_total counter" in text
     assert "counted" not in text
@@ -186,6 +188,9 @@ async def test_metrics_as_json(hub: Hub, alice: AbstractUser, alice_session: str
         body = json.loads(response.content)
         assert body["streams"] == 1
         assert body["polling"] is True
+        assert (body["holes"], body["late_holes"]) == (0, 0)
+        assert body["rows_read"] >= 0
+        assert isinstance(body["listening"], bool)
         assert 0 <= body["last_tick_age"] < 5
         assert "last_tick" not in body
     hub.unsubscribe(subscription)

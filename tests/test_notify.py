@@ -137,3 +137,36 @@ def test_notify_refuses_a_nul_character_and_stdin_that_is_not_utf8() -> None:
     with pytest.raises(CommandError, match="not valid UTF-8"):
         call_command("notify", "--user", "alice", "-", stdin=not_utf8, stdout=StringIO())
     assert texts() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_notify_sends_a_link_and_a_level() -> None:
+    make_user("alice")
+    result = notify("--user", "alice", "--url", "/orders/42", "--level", "warning", "Order late")
+    assert result.returncode == 0, result.stderr
+    assert list(Notification.objects.values_list("text", "url", "level")) == [
+        ("Order late", "/orders/42", "warning")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (
+            ["--url", "javascript:alert(1)"],
+            "--url: Links with the scheme javascript: are not allowed",
+        ),
+        (["--url", "//evil.example"], "--url: The link starts with //"),
+        (["--url", "orders/42"], "--url: The link must be an http:// or https:// URL"),
+        (
+            ["--level", "critical"],
+            "--level: The level must be one of info, success, warning, error",
+        ),
+    ],
+)
+@pytest.mark.django_db
+def test_notify_refuses_a_bad_link_or_level_and_writes_nothing(args: list[str], error: str) -> None:
+    make_user("alice")
+    with pytest.raises(CommandError, match=error.replace("(", r"\(")):
+        call_command("notify", "--user", "alice", *args, "Hello", stdout=StringIO())
+    assert not Notification.objects.exists()

@@ -4,7 +4,6 @@ gets each of its notifications once, in id order, whatever the commit order; PgB
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -14,13 +13,13 @@ import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractUser
-from django.db import connection, transaction
 
 from notifications.models import Notification
 
 from .conftest import session_for
 from .support import (
     DaphneServer,
+    OpenTransaction,
     PgBouncer,
     StreamReader,
     database_url,
@@ -99,43 +98,6 @@ async def test_every_stream_of_a_user_on_two_processes_gets_each_notification_on
     assert dispatched == len(sent)
     # Each row set dispatched once, by one of the two: 21 of alice's and bob's one.
     assert sum([(await metrics(server))["claimed"] for server in two_servers]) == 22
-
-
-class OpenTransaction:
-    """A transaction in a thread of its own that inserted a row and has not committed yet."""
-
-    def __init__(self, user: AbstractUser, text: str) -> None:
-        self._user, self._text = user, text
-        self._inserted = threading.Event()
-        self._finish = threading.Event()
-        self._done = threading.Event()
-        self.pk = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            with transaction.atomic():
-                self.pk = Notification.objects.create(user=self._user, text=self._text).pk
-                self._inserted.set()
-                self._finish.wait(60)
-        finally:
-            connection.close()
-            self._inserted.set()
-            self._done.set()
-
-    async def __aenter__(self) -> OpenTransaction:
-        self._thread.start()
-        assert await asyncio.to_thread(self._inserted.wait, 10), "the insert did not happen"
-        assert self.pk, "the insert failed"
-        return self
-
-    async def commit(self) -> None:
-        self._finish.set()
-        assert await asyncio.to_thread(self._done.wait, 10), "the commit did not happen"
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._finish.set()
-        await asyncio.to_thread(self._thread.join, 10)
 
 
 @pytest.mark.postgresql
@@ -238,7 +200,9 @@ async def test_behind_pgbouncer_without_a_listen_url_one_warning_and_the_poll_de
     log = pooled_server.log
     async with http_client(pooled_server, key) as http:
         async with StreamReader(http) as stream:
-            await wait_until(lambda: LISTEN_WARNING in log.read_text(), what="the warning")
+            await wait_until(
+                lambda: LISTEN_WARNING in log.read_text(), timeout=30, what="the warning"
+            )
             sent = await create(alice, "polled")
             assert await received_ids(stream, 1) == [sent]
             assert not await metrics_value(pooled_server, "listening")

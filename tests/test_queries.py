@@ -68,7 +68,7 @@ def test_deliverable_claims_what_is_undispatched_and_returns_every_row(
     assert claimed == {free.pk}
 
 
-def test_catch_up_claims_the_recent_undispatched_rows_up_to_each_users_bound(
+def test_catch_up_claims_the_recent_undispatched_rows_within_each_users_bounds(
     alice: AbstractUser, bob: AbstractUser
 ) -> None:
     mine = Notification.objects.create(user=alice, text="recent")
@@ -79,14 +79,15 @@ def test_catch_up_claims_the_recent_undispatched_rows_up_to_each_users_bound(
     later = Notification.objects.create(user=alice, text="above alice's bound")
     since = timezone.now() - timedelta(seconds=60)
 
-    caught = queries.catch_up({alice.pk: later.pk - 1}, since)
+    caught = queries.catch_up({alice.pk: (0, later.pk - 1)}, since)
 
     assert [n.pk for n in caught] == [mine.pk]
     assert caught[0].text == "recent"
     assert not Notification.objects.get(pk=old.pk).dispatched
     assert not Notification.objects.get(pk=bobs.pk).dispatched
     assert not Notification.objects.get(pk=later.pk).dispatched
-    assert queries.catch_up({alice.pk: later.pk}, since) == [later]
+    assert queries.catch_up({alice.pk: (later.pk, later.pk)}, since) == []
+    assert queries.catch_up({alice.pk: (later.pk - 1, later.pk)}, since) == [later]
     assert queries.catch_up({}, since) == []
 
 
@@ -265,7 +266,7 @@ def test_racing_claimers_never_claim_a_row_twice_with_two_users() -> None:
             barrier.wait(timeout=30)
             since = timezone.now() - timedelta(seconds=60)
             for _ in range(10_000):
-                batch = queries.catch_up({u.pk: 10**9 for u in users}, since)
+                batch = queries.catch_up({u.pk: (0, 10**9) for u in users}, since)
                 if not batch:
                     return
                 with lock:
@@ -301,7 +302,7 @@ def test_queries_use_the_database_the_router_picks_for_notifications(
         assert queries.scan(0, limit=10) == [(n.pk, alice.pk) for n in rows]
         shown, _ = queries.history(alice.pk, limit=2)
         replayed, _ = queries.replay(alice.pk, after_id=0, up_to=rows[-1].pk, limit=10)
-        caught = queries.catch_up({alice.pk: rows[-1].pk}, timezone.now() - timedelta(hours=1))
+        caught = queries.catch_up({alice.pk: (0, rows[-1].pk)}, timezone.now() - timedelta(hours=1))
 
     assert [n.pk for n in claimed] == [rows[0].pk]
     assert caught == []

@@ -185,3 +185,62 @@ def test_send_bulk_writes_to_the_database_the_router_picks_for_notifications(
     assert any("INSERT" in q["sql"] for q in on_mirror.captured_queries)
     assert Notification.objects.using("default").get(pk=sent.pk).text == "routed"
     assert woken == [1]
+
+
+def test_send_takes_a_link_and_a_level() -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    one = services.send_notification(alice, "Invoice", url="https://example.com/i/7", level="error")
+    many = services.send_bulk([alice, bob], "Release", url="/releases/3", level="success")
+
+    assert Notification.objects.values_list("url", "level").get(pk=one.pk) == (
+        "https://example.com/i/7",
+        "error",
+    )
+    assert {(n.url, n.level) for n in Notification.objects.filter(pk__in=[n.pk for n in many])} == {
+        ("/releases/3", "success")
+    }
+
+
+def test_send_defaults_to_no_link_and_info() -> None:
+    alice = make_user("alice")
+    sent = services.send_notification(alice, "Plain")
+    services.send_bulk([alice], "Plain too", url=None)
+    assert sent.url == "" and sent.level == "info"
+    assert set(Notification.objects.values_list("url", "level")) == {("", "info")}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", " javascript:alert(1)", "java\tscript:x", "data:,x", "//evil.example"],
+)
+def test_send_refuses_a_link_that_is_not_http_or_a_site_path(url: str) -> None:
+    alice = make_user("alice")
+    with pytest.raises(ValidationError):
+        services.send_notification(alice, "x", url=url)
+    with pytest.raises(ValidationError):
+        services.send_bulk([alice], "x", url=url)
+    assert not Notification.objects.exists()
+
+
+def test_send_refuses_an_unknown_level() -> None:
+    alice = make_user("alice")
+    with pytest.raises(ValidationError, match="info, success, warning, error"):
+        services.send_notification(alice, "x", level="critical")
+    with pytest.raises(ValidationError, match="info, success, warning, error"):
+        services.send_bulk([alice], "x", level="")
+    assert not Notification.objects.exists()
+
+
+def test_resend_keeps_the_link_and_the_level() -> None:
+    alice = make_user("alice")
+    old = services.send_notification(alice, "Again", url="/a", level="warning")
+    (new,) = services.resend([old])
+    assert (new.text, new.url, new.level) == ("Again", "/a", "warning")
+
+
+def test_the_model_refuses_a_javascript_link_on_full_clean() -> None:
+    alice = make_user("alice")
+    with pytest.raises(ValidationError, match="scheme javascript"):
+        Notification(user=alice, text="x", url="javascript:alert(1)").full_clean()
+    with pytest.raises(ValidationError, match="level"):
+        Notification(user=alice, text="x", level="nope").full_clean()

@@ -37,6 +37,12 @@ def test_event_rejects_a_broken_event_name() -> None:
         sse.event("x", event="a\nb")
 
 
+def test_last_event_id_is_a_block_with_an_id_alone() -> None:
+    assert sse.last_event_id(105) == "id: 105\n\n"
+    with pytest.raises(ValueError, match="id"):
+        sse.last_event_id("1\n2")
+
+
 def test_comment() -> None:
     assert sse.comment("keepalive") == ": keepalive\n"
     assert sse.comment() == ":\n"

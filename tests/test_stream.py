@@ -32,7 +32,9 @@ async def test_live_notification_is_sent_once_as_an_sse_event(
 ) -> None:
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
-    n = await Notification.objects.acreate(user=alice, text="hello\nworld")
+    n = await Notification.objects.acreate(
+        user=alice, text="hello\nworld", url="/orders/42", level="success"
+    )
 
     chunk = await next_chunk(stream)
 
@@ -43,6 +45,9 @@ async def test_live_notification_is_sent_once_as_an_sse_event(
                 "id": n.pk,
                 "text": "hello\nworld",
                 "created": n.created.isoformat(timespec="microseconds"),
+                "read": False,
+                "url": "/orders/42",
+                "level": "success",
             }
         )
         + "\n\n"
@@ -156,3 +161,65 @@ async def test_a_stream_ends_after_its_byte_budget_and_resumes_without_a_gap(
     await next_chunk(resumed)
     assert ids_in(await next_chunk(resumed)) == [second.pk]
     await resumed.aclose()
+
+
+async def test_a_read_change_is_a_named_event_without_an_id(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    from notifications import inbox
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    first, second = [await Notification.objects.acreate(user=alice, text=t) for t in ("one", "two")]
+    seen: list[int] = []
+    while len(seen) < 2:
+        seen += ids_in(await next_chunk(stream))
+
+    await sync_to_async(inbox.mark_read)(alice.pk, [first.pk])
+    assert await next_chunk(stream) == (
+        'event: read\ndata: {"ids": [' + str(first.pk) + '], "unread": 1}\n\n'
+    )
+    await sync_to_async(inbox.mark_all_read)(alice.pk)
+    assert await next_chunk(stream) == (
+        'event: read\ndata: {"all": true, "newest": ' + str(second.pk) + ', "unread": 0}\n\n'
+    )
+    await stream.aclose()
+
+
+async def test_a_deletion_is_a_deleted_event_with_the_unread_count(
+    hub: Hub, alice: AbstractUser, alice_session: str
+) -> None:
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    rows = [await Notification.objects.acreate(user=alice, text=str(i)) for i in range(3)]
+    seen: list[int] = []
+    while len(seen) < 3:
+        seen += ids_in(await next_chunk(stream))
+
+    await Notification.objects.filter(pk__in=[rows[0].pk, rows[2].pk]).adelete()
+
+    chunk = await next_chunk(stream)
+    assert chunk == (
+        f'event: deleted\ndata: {{"ids": [{rows[0].pk}, {rows[2].pk}], "unread": 1}}\n\n'
+    )
+    await stream.aclose()
+
+
+async def test_another_users_changes_never_reach_the_stream(
+    hub: Hub, alice: AbstractUser, alice_session: str, bob: AbstractUser
+) -> None:
+    from notifications import inbox
+
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    theirs = await Notification.objects.acreate(user=bob, text="bob's")
+    await sync_to_async(inbox.mark_read)(bob.pk, [theirs.pk])
+    await Notification.objects.filter(pk=theirs.pk).adelete()
+    mine = await Notification.objects.acreate(user=alice, text="mine")
+
+    # Bob's read and deleted changes came before alice's row, and none of them reached her.
+    chunk = await next_chunk(stream)
+    assert ids_in(chunk) == [mine.pk]
+    assert "event: read" not in chunk and "event: deleted" not in chunk
+    assert hub.stats.change_events == 0
+    await stream.aclose()

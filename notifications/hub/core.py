@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import NamedTuple, ParamSpec, TypeVar
@@ -30,6 +31,8 @@ from ..models import Notification
 from . import worker
 from .admission import StreamRefused, check_caps, sweep_unstarted
 from .authentication import Authenticator
+from .change_events import ChangeEvent
+from .change_feed import ChangeFeed
 from .gcfreeze import keep_long_lived_out_of_gc
 from .horizon import Horizon, Row
 from .session_checks import SessionChecker
@@ -46,6 +49,10 @@ T = TypeVar("T")
 # Least seconds between two polls, so a burst of wake-ups is read in few queries; after a poll
 # whose queries took long (a large burst), twice their duration.
 MIN_POLL_GAP = 0.01
+
+# Most seconds between two reads of the change log while nothing wakes the hub: a safety net
+# for a wake-up missed (a LISTEN connection that dropped and is being reopened).
+CHANGES_FALLBACK = 10.0
 
 # Seconds between two polls while a hole holds rows back, or the start is not settled yet:
 # a hole whose transaction rolled back sends no NOTIFY.
@@ -94,7 +101,7 @@ class Handed(NamedTuple):
     seconds: float
 
 
-def _fetch(catch_up: Mapping[int, int], window: float, ids: Sequence[int]) -> Handed:
+def _fetch(catch_up: Mapping[int, tuple[int, int]], window: float, ids: Sequence[int]) -> Handed:
     started = time.monotonic()
     since = timezone.now() - timedelta(seconds=window)
     caught_up = queries.catch_up(catch_up, since)
@@ -141,13 +148,22 @@ class Hub:
         # start is settled (Horizon.ready): replays and catch-ups wait for the latter.
         self._started = asyncio.Event()
         self._settled = asyncio.Event()
-        # Users whose first stream here opened since the last catch-up, with the position
-        # then: their catch-up takes rows up to it (above it, rows come live).
-        self._new_users: dict[int, int | None] = {}
+        # Users whose first stream here opened since the last catch-up, with that stream's
+        # cursor and the position then: their catch-up takes the rows in between (above the
+        # position, rows come live).
+        self._new_users: dict[int, tuple[int, int | None]] = {}
+        # Rows this hub claimed and handed out, while a stream still holds them: only those
+        # are released when their stream closes unsent (another process's claim is theirs).
+        self._claimed_here: weakref.WeakSet[Notification] = weakref.WeakSet()
         # Rows that passed the position (or filled a late hole) for users with a stream,
         # still to be fetched and handed out; kept when that fails, for the next poll.
         self._to_hand: list[Row] = []
         self._late_to_hand: list[Row] = []
+        # The change log (read and deleted notifications): read at a poll that a wake-up
+        # caused, at every poll while wake-ups may be missed, and every CHANGES_FALLBACK.
+        self._changes = ChangeFeed()
+        self._changes_due = True
+        self._next_changes_read = 0.0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._worker = Worker(self.stats)
@@ -263,7 +279,7 @@ class Hub:
         subscription.horizon = self.position
         if user_id not in self._subscriptions:
             self._subscriptions[user_id] = set()
-            self._new_users[user_id] = subscription.horizon
+            self._new_users[user_id] = (after or 0, subscription.horizon)
         self._subscriptions[user_id].add(subscription)
         self._unstarted.add(subscription)
         self._stream_count += 1
@@ -284,15 +300,16 @@ class Hub:
             if not subs:
                 del self._subscriptions[subscription.user_id]
                 self._new_users.pop(subscription.user_id, None)
-        leftover = subscription.close()
+        leftover = [n for n in subscription.close() if n in self._claimed_here]
         if leftover and subscription.user_id not in self._subscriptions:
-            # Handed to this stream but never sent: make it deliverable again.
+            # Claimed here for this stream but never sent: make it deliverable again.
             self._to_release.extend(n.pk for n in leftover)
             self.wake()
 
     def wake(self) -> None:
         """Poll now instead of at the end of the interval."""
         self.stats.wakes += 1
+        self._changes_due = True
         self._wake.set()
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -370,6 +387,8 @@ class Hub:
             self._new_users.clear()
             self._to_hand.clear()
             self._late_to_hand.clear()
+            self._changes.reset()
+            self._changes_due = True
 
     async def _check_sessions_regularly(self) -> None:
         outage = _Outage("Session check")
@@ -432,8 +451,40 @@ class Hub:
         self._to_hand.extend(row for row in passed if row[1] in self._subscriptions)
         self._late_to_hand.extend(row for row in late if row[1] in self._subscriptions)
         seconds = read.seconds + await self._hand_out()
+        more_changes = False
+        if self._changes_wanted():
+            # After the notifications: an event's unread count covers what was handed out.
+            started = time.monotonic()
+            self._changes_due = False
+            self._next_changes_read = started + CHANGES_FALLBACK
+            try:
+                changed = await self.run(
+                    self._changes.read, frozenset(self._subscriptions), up_to=horizon.position
+                )
+            except BaseException:
+                self._changes_due = True
+                raise
+            self._hand_change_events(changed.events)
+            # A wake-up that came during the read has set _changes_due again: keep it.
+            more_changes = changed.more
+            self._changes_due = self._changes_due or more_changes
+            seconds += time.monotonic() - started
         self._query_seconds = seconds
-        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release)
+        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release) or more_changes
+
+    def _changes_wanted(self) -> bool:
+        """Whether this poll reads the change log too.
+
+        A change that commits wakes the hubs like a new row does (its insert trigger NOTIFYs
+        on PostgreSQL; SQLite's data_version moves; a change made in this process wakes its
+        hubs itself), so an idle poll that nothing woke costs the one scan of notifications.
+        While wake-ups may be missed (PostgreSQL without a working LISTEN, another database),
+        every poll reads it.
+        """
+        if self._changes_due or time.monotonic() >= self._next_changes_read:
+            return True
+        vendor = connections[queries.database_alias()].vendor
+        return not (vendor == "sqlite" or (vendor == "postgresql" and self.listening))
 
     async def _start(self) -> Horizon:
         """Start the cursor at the newest id; streams subscribed so far take it as horizon."""
@@ -450,9 +501,9 @@ class Hub:
             for subscription in subs:
                 if subscription.horizon is None:
                     subscription.horizon = horizon.position
-        for user_id, up_to in self._new_users.items():
+        for user_id, (after, up_to) in self._new_users.items():
             if up_to is None:
-                self._new_users[user_id] = horizon.position
+                self._new_users[user_id] = (after, horizon.position)
         self._started.set()
         if horizon.ready:
             self._settled.set()
@@ -463,9 +514,13 @@ class Hub:
 
         Return the seconds the queries took.
         """
-        catch_up: dict[int, int] = {}
+        catch_up: dict[int, tuple[int, int]] = {}
         if self._settled.is_set():
-            catch_up = {u: h for u, h in self._new_users.items() if h is not None}
+            catch_up = {
+                user_id: (after, up_to)
+                for user_id, (after, up_to) in self._new_users.items()
+                if up_to is not None
+            }
             for user_id in catch_up:
                 del self._new_users[user_id]
         normal, late = self._to_hand, self._late_to_hand
@@ -481,6 +536,9 @@ class Hub:
             raise
         self._to_hand, self._late_to_hand = [], []
         self.stats.claimed += len(handed.claimed)
+        for notification in [*handed.caught_up, *handed.rows]:
+            if notification.pk in handed.claimed:
+                self._claimed_here.add(notification)
         late_ids = {pk for pk, _ in late}
         nobody = self._hand(handed.caught_up, to_every_stream=True)
         nobody += self._hand((n for n in handed.rows if n.pk in late_ids), to_every_stream=True)
@@ -491,20 +549,32 @@ class Hub:
         self._to_release.extend(n.pk for n in nobody if n.pk in handed.claimed)
         return handed.seconds
 
+    def _hand_change_events(self, events: Mapping[int, list[ChangeEvent]]) -> None:
+        """Push each user's read and deleted events to every stream of theirs."""
+        for user_id, user_events in events.items():
+            for subscription in self._subscriptions.get(user_id, ()):
+                for event in user_events:
+                    subscription.push(event)
+            self.stats.change_events += len(user_events)
+
     def _hand(
         self, notifications: Iterable[Notification], *, to_every_stream: bool
     ) -> list[Notification]:
         """Push each notification to its user's streams; return those no stream took.
 
-        A row passing the position goes to the streams that subscribed before it passed and
-        whose cursor is below it; a late row or a catch-up to every stream of the user (each
-        stream leaves out what its replay sent).
+        A row passing the position goes to the streams that subscribed before it passed; a
+        late row or a catch-up to every stream of the user; either only where it is above the
+        stream's cursor (and a stream leaves out what its replay sent).
         """
         nobody = []
         for notification in notifications:
             taken = False
             for subscription in self._subscriptions.get(notification.user_id, ()):
-                if to_every_stream or subscription.wants(notification.pk):
+                if (
+                    subscription.lacks(notification.pk)
+                    if to_every_stream
+                    else subscription.wants(notification.pk)
+                ):
                     subscription.push(notification)
                     taken = True
             if taken:

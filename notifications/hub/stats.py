@@ -22,6 +22,8 @@ class HubStats:
     rows_read: int = 0
     # Notifications handed to at least one stream of this process by the poll.
     delivered: int = 0
+    # Read and deleted events handed to the streams of a user (counted once per user).
+    change_events: int = 0
     released: int = 0
     # Streams refused by the per-user or per-process cap.
     refused: int = 0

@@ -1,4 +1,5 @@
-"""One stream's place in a hub: the notifications handed to it, waiting to be sent."""
+"""One stream's place in a hub: the notifications and change events handed to it, waiting to
+be sent."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import time
 from collections import deque
 
 from ..models import Notification
+from .change_events import ChangeEvent
+
+# What a stream sends: a notification, or a read or deleted event.
+Item = Notification | ChangeEvent
 
 
 class Subscription:
-    """One stream's place in the hub: the notifications handed to it, waiting to be sent."""
+    """One stream's place in the hub: what was handed to it, waiting to be sent, in order."""
 
     def __init__(self, user_id: int, session_key: str, *, after: int | None = None) -> None:
         self.user_id = user_id
@@ -20,38 +25,56 @@ class Subscription:
         # The hub's position when the stream subscribed (None until the hub knows it): rows
         # up to it are the replay's, rows above it come live.
         self.horizon: int | None = None
+        # What the stream's replay sent: never queued again.
+        self.replayed: set[int] = set()
         self.closed = False
         # Set when the stream's generator runs; see admission.stale_unstarted().
         self.started = False
         self.created = time.monotonic()
-        self._items: deque[Notification] = deque()
+        self._items: deque[Item] = deque()
         self._ready = asyncio.Event()
 
     def wants(self, pk: int) -> bool:
         """Whether a row that passes the hub's position now is this stream's to send live."""
-        return (
-            self.horizon is not None
-            and pk > self.horizon
-            and (self.after is None or pk > self.after)
-        )
+        return self.horizon is not None and pk > self.horizon and self.lacks(pk)
 
-    def push(self, notification: Notification) -> None:
-        if not self.closed:
-            self._items.append(notification)
-            self._ready.set()
+    def lacks(self, pk: int) -> bool:
+        """Whether the stream's client may lack this row: it is above the stream's cursor.
+
+        For rows handed out of order (a catch-up, a row committed late): the client has every
+        row up to its cursor, and the contract sends only greater ids after it.
+        """
+        return self.after is None or pk > self.after
+
+    def push(self, item: Item) -> None:
+        """Queue a notification or change event to send, unless the replay sent it already."""
+        if self.closed or (isinstance(item, Notification) and item.pk in self.replayed):
+            return
+        self._items.append(item)
+        self._ready.set()
+
+    def mark_replayed(self, ids: set[int]) -> None:
+        """Note what the replay sent, and drop those rows from the queue."""
+        self.replayed |= ids
+
+        def replayed(item: Item) -> bool:
+            return isinstance(item, Notification) and item.pk in ids
+
+        if any(replayed(item) for item in self._items):
+            self._items = deque(item for item in self._items if not replayed(item))
 
     def close(self) -> list[Notification]:
-        """End the subscription; return what it held and will now never send."""
+        """End the subscription; return the notifications it held and will now never send."""
         self.closed = True
         self._ready.set()
-        return self.drain()
+        return [item for item in self.drain() if isinstance(item, Notification)]
 
-    def drain(self) -> list[Notification]:
+    def drain(self) -> list[Item]:
         items = list(self._items)
         self._items.clear()
         return items
 
-    async def next_batch(self, idle: float) -> list[Notification] | None:
+    async def next_batch(self, idle: float) -> list[Item] | None:
         """Return what arrived, waiting for it up to `idle` seconds ([] if nothing came).
 
         Return None once the subscription is closed.

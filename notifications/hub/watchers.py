@@ -36,12 +36,15 @@ POSTGRES_CHANNEL = "notifications_created"
 # Seconds of silence after which the LISTEN connection is checked with a query.
 LISTEN_CHECK_INTERVAL = 60.0
 
-# Seconds the listener waits for the NOTIFY it sent itself at start.
-PROBE_TIMEOUT = 3.0
+# Seconds the listener waits for the NOTIFY it sent itself at start. Generous: other NOTIFYs
+# still wake the poll meanwhile, and a loaded machine must not pass for a broken pooler.
+PROBE_TIMEOUT = 10.0
 
 # Set in a process once its LISTEN connection failed the probe: no hub of the process listens
-# again (nor warns again); the poll delivers.
+# again (nor warns again); the poll delivers. And once it passed: a reconnect (a connection
+# cut by the server) need not probe again.
 _listen_broken = False
+_listen_verified = False
 
 
 class ListenBroken(Exception):
@@ -78,7 +81,7 @@ class ChangeWatcher:
             logger.exception("Watching for new notifications failed")
 
     async def _listen_postgresql(self, params: dict[str, Any]) -> None:
-        global _listen_broken
+        global _listen_broken, _listen_verified
         import psycopg
 
         url = conf.listen_database_url()
@@ -96,7 +99,9 @@ class ChangeWatcher:
                     listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
                 async with listener:
                     await listener.execute(f"LISTEN {POSTGRES_CHANNEL}")
-                    await self._probe(listener)
+                    if not _listen_verified:
+                        await self._probe(listener)
+                        _listen_verified = True
                     self.listening = True
                     delay = 1.0
                     # Rows inserted while nobody listened: look now.

@@ -11,6 +11,7 @@ from django.db.models import Q
 
 from notifications import services
 from notifications.recipients import active, has_groups
+from notifications.validation import DEFAULT_LEVEL, LEVELS
 
 
 class Command(BaseCommand):
@@ -40,6 +41,18 @@ class Command(BaseCommand):
             help="The active members of this group (repeatable).",
         )
         parser.add_argument("--all-active", action="store_true", help="Every active user.")
+        parser.add_argument(
+            "--url",
+            default=None,
+            metavar="URL",
+            help="A link: an http(s) URL, or a path on this site starting with / (/orders/42).",
+        )
+        parser.add_argument(
+            "--level",
+            default=DEFAULT_LEVEL,
+            metavar="LEVEL",
+            help=f"One of {', '.join(LEVELS)} (default: {DEFAULT_LEVEL}).",
+        )
 
     def handle(
         self,
@@ -48,6 +61,8 @@ class Command(BaseCommand):
         user: list[str],
         group: list[str],
         all_active: bool,
+        url: str | None,
+        level: str,
         **options: Any,
     ) -> None:
         if text == "-":
@@ -57,10 +72,15 @@ class Command(BaseCommand):
                 text = stdin.read().rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 raise CommandError(f"The text on stdin is not valid UTF-8: {exc}") from exc
-        try:
-            services.validate_text(text)
-        except ValidationError as exc:
-            raise CommandError(" ".join(exc.messages)) from exc
+        for check, value, option in (
+            (services.validate_text, text, "TEXT"),
+            (services.validate_url, url or "", "--url"),
+            (services.validate_level, level, "--level"),
+        ):
+            try:
+                check(value)
+            except ValidationError as exc:
+                raise CommandError(f"{option}: {' '.join(exc.messages)}") from exc
         if not (user or group or all_active):
             raise CommandError("Say who to send to: --user, --group and/or --all-active.")
 
@@ -89,7 +109,7 @@ class Command(BaseCommand):
         if not recipients.exists():
             why = "no user is active" if all_active else "those groups have no active member"
             raise CommandError(f"Nobody to send to: {why}.")
-        created = services.send_bulk(recipients, text)
+        created = services.send_bulk(recipients, text, url=url, level=level)
         to = [f"user {name}" for name in user] + [f"group {g.name}" for g in groups]
         if all_active:
             to.append("all active users")

@@ -1,574 +1,375 @@
-'use strict';
-
-// Live notifications over Server-Sent Events, one stream per browser.
+// The notifications page: the rendered history, what arrives after it, read state, older
+// history, the connection state.
 //
-// The page renders the history and the stream URL (with the newest rendered id as the cursor);
-// this script adds what arrives after that. The tabs of one browser elect a leader with the
-// Web Locks API: the leader alone holds an EventSource and passes every notification to the
-// other tabs over a BroadcastChannel (each notification is claimed once by the server, so a
-// tab that does not hear it from the leader never sees it). When the leader goes, the next tab
-// in the lock's queue takes over from the newest id it has seen. Without those APIs every tab
-// holds its own EventSource.
-(() => {
+// The page renders the history and the stream URL (with the newest rendered id as the
+// cursor); the tab's feed (leader.js) adds what arrives after that, and read and deleted
+// events change the list where they happen, in any tab or device. Configuration comes from
+// the list's data- attributes: stream-url, user, api-notifications, api-read, csrf-token.
+
+import { ApiError, listNotifications, markRead } from './api.js';
+import { desktopControls, watchDesktop } from './desktop.js';
+import { openFeed } from './leader.js';
+import {
+  eventIds,
+  listItem,
+  normalize,
+  placeById,
+  refreshTimes,
+  safeHref,
+  setListItemRead,
+  toId,
+} from './render.js';
+
+const HIGHLIGHT_MS = 3000;
+const CLOCK_MS = 30000;
+const OLDER_PAGE = 20;
+// How long a followed link waits for its notification to be marked read.
+const FOLLOW_TIMEOUT = 3000;
+
+function isVisible() {
+  return document.visibilityState === 'visible';
+}
+
+// What the server rendered, as the payloads the stream would have sent.
+function renderedPayloads(list) {
+  const payloads = [];
+  for (const li of list.querySelectorAll('li[data-id]')) {
+    const link = li.querySelector('.text a');
+    payloads.push({
+      id: Number(li.dataset.id),
+      text: li.querySelector('.text')?.textContent ?? '',
+      created: li.querySelector('time')?.dateTime ?? '',
+      read: !li.classList.contains('is-unread'),
+      url: link ? link.getAttribute('href') : null,
+      level: li.dataset.level || 'info',
+    });
+  }
+  return payloads;
+}
+
+function main() {
   const list = document.getElementById('notifications');
   const indicator = document.getElementById('connection');
-  const empty = document.getElementById('empty-state');
   if (!list || !indicator || !list.dataset.streamUrl) return;
-  const desktopButton = document.getElementById('desktop-toggle');
-  const desktopNote = document.getElementById('desktop-note');
-
-  const MIN_DELAY = 1000;
-  const MAX_DELAY = 30000;
-  const HIGHLIGHT_MS = 3000;
-  const CLOCK_MS = 30000;
-  const PROBE_TIMEOUT = 10000;
-  const DESKTOP_KEY = 'notifications.desktop';
-
-  const streamUrl = new URL(list.dataset.streamUrl, document.baseURI);
+  const older = document.getElementById('older-notifications');
+  const olderHeading = document.getElementById('older-heading');
+  const olderBox = document.getElementById('older');
+  const olderButton = document.getElementById('load-older');
+  const olderStatus = document.getElementById('older-status');
+  const empty = document.getElementById('empty-state');
+  const readControls = document.getElementById('read-controls');
+  const unreadCount = document.getElementById('unread-count');
+  const markAllButton = document.getElementById('mark-all-read');
+  const readError = document.getElementById('read-error');
   const loginUrl = indicator.dataset.loginUrl || '/accounts/login/?next=/';
-  // Per user: a tab still showing one account must not take over another account's stream.
-  const scope = `notifications:${list.dataset.user || ''}`;
-  const LEADER_LOCK = `${scope}:stream`;
-  const VISIBLE_LOCK = `${scope}:visible`;
-  const locks = navigator.locks && typeof navigator.locks.request === 'function' ? navigator.locks : null;
-  const channel = locks && typeof BroadcastChannel === 'function' ? new BroadcastChannel(scope) : null;
-  const shared = Boolean(locks && channel);
-
-  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-  const relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
   const baseTitle = document.title;
+  const apiList = list.dataset.apiNotifications || '';
+  const apiRead = list.dataset.apiRead || '';
+  const csrfToken = list.dataset.csrfToken || '';
+  const canMarkRead = Boolean(apiRead && csrfToken);
+  const lists = older ? [list, older] : [list];
 
-  const seen = new Set();
-  let newestId = Number(streamUrl.searchParams.get('last_event_id')) || 0;
-  const rendered = [];
-  for (const li of list.querySelectorAll('li[data-id]')) {
-    const id = Number(li.dataset.id);
-    seen.add(id);
-    newestId = Math.max(newestId, id);
-    const time = li.querySelector('time');
-    rendered.push({ id, text: li.querySelector('.text')?.textContent ?? '', created: time?.dateTime ?? '' });
-  }
-  list.dataset.newestId = String(newestId);
+  const feed = openFeed({ streamUrl: list.dataset.streamUrl, user: list.dataset.user });
+  const rendered = renderedPayloads(list);
+  list.dataset.newestId = String(Math.max(feed.newestId, ...rendered.map((p) => p.id)));
 
-  // Connection state of this tab (the leader's, echoed by the others).
-  let state = 'connecting';
-  let stateText = 'Connecting…';
-  let signedOut = false;
-  let unread = 0;
+  // Arrived while the tab was hidden: counted in the title until the reader comes back.
+  let unseen = 0;
 
-  // --- Rendering -------------------------------------------------------------------------
-
-  function formatDate(iso) {
-    const date = new Date(iso);
-    return Number.isNaN(date.getTime()) ? iso : dateFormat.format(date);
-  }
-
-  const UNITS = [
-    ['year', 365 * 24 * 3600],
-    ['month', 30 * 24 * 3600],
-    ['week', 7 * 24 * 3600],
-    ['day', 24 * 3600],
-    ['hour', 3600],
-    ['minute', 60],
-  ];
-
-  function relative(date, now) {
-    const seconds = (date.getTime() - now) / 1000;
-    // Also for a server clock slightly ahead of this one.
-    if (seconds > -45) return 'just now';
-    for (const [unit, size] of UNITS) {
-      if (-seconds >= size) return relativeFormat.format(Math.round(seconds / size), unit);
-    }
-    return relativeFormat.format(Math.round(seconds / 60), 'minute');
-  }
-
-  function setTime(time, iso, now) {
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) {
-      time.textContent = iso;
-      return;
-    }
-    time.textContent = relative(date, now);
-    time.title = dateFormat.format(date);
-  }
-
-  // Server-rendered times are absolute and in the server's zone; show relative ones that
-  // stay current, with the reader's local time on hover. (The list announces additions only,
-  // so these rewrites are not read out.)
-  function refreshTimes() {
-    const now = Date.now();
-    for (const time of list.querySelectorAll('time[datetime]')) setTime(time, time.dateTime, now);
-  }
-
-  function render(id, text, created) {
-    const li = document.createElement('li');
-    li.dataset.id = String(id);
-    const p = document.createElement('p');
-    p.className = 'text';
-    p.textContent = text;
-    const time = document.createElement('time');
-    time.dateTime = created;
-    setTime(time, created, Date.now());
-    li.append(p, time);
-    return li;
+  function updateTitle() {
+    document.title = unseen > 0 ? `(${unseen}) ${baseTitle}` : baseTitle;
   }
 
   function highlight(li) {
-    li.classList.remove('is-unread');
+    li.classList.remove('is-unseen');
     li.classList.add('is-new');
     setTimeout(() => li.classList.remove('is-new'), HIGHLIGHT_MS);
   }
 
-  function isVisible() {
-    return document.visibilityState === 'visible';
-  }
-
-  function updateTitle() {
-    document.title = unread > 0 ? `(${unread}) ${baseTitle}` : baseTitle;
-  }
-
-  // Add one notification unless this tab has it already; return whether it was added.
-  function add(payload) {
-    const id = Number(payload && payload.id);
-    if (!Number.isSafeInteger(id) || id <= 0 || seen.has(id)) return false;
-    seen.add(id);
-    newestId = Math.max(newestId, id);
-    list.dataset.newestId = String(newestId);
-
-    const li = render(id, String(payload.text ?? ''), String(payload.created ?? ''));
-    // Ids are not always committed in order, so place by id rather than always on top.
-    let before = null;
-    for (const other of list.children) {
-      if (Number(other.dataset.id) < id) {
-        before = other;
-        break;
-      }
+  function item(id) {
+    for (const each of lists) {
+      const li = each.querySelector(`li[data-id="${id}"]`);
+      if (li) return li;
     }
-    list.insertBefore(li, before);
-    if (empty) empty.hidden = true;
+    return null;
+  }
+
+  function items() {
+    return lists.flatMap((each) => [...each.querySelectorAll('li[data-id]')]);
+  }
+
+  function updateEmpty() {
+    if (empty) empty.hidden = items().length > 0;
+  }
+
+  function add(payload) {
+    const notification = normalize(payload);
+    if (!notification.id || item(notification.id)) return;
+    list.dataset.newestId = String(Math.max(Number(list.dataset.newestId) || 0, notification.id));
+    const li = listItem(notification, { canMarkRead });
+    placeById(list, li, notification.id);
+    updateEmpty();
     if (isVisible()) {
       highlight(li);
     } else {
       // Highlighted when the reader comes back, not while nobody looks.
-      li.classList.add('is-unread');
-      unread += 1;
+      li.classList.add('is-unseen');
+      unseen += 1;
       updateTitle();
     }
-    return true;
   }
 
-  // --- Connection indicator ----------------------------------------------------------------
+  function markShownRead(data) {
+    if (data.all === true) {
+      const newest = toId(data.newest) || Infinity;
+      for (const li of items()) {
+        if (Number(li.dataset.id) <= newest) setListItemRead(li, true, { canMarkRead });
+      }
+      return;
+    }
+    for (const id of eventIds(data)) {
+      const li = item(id);
+      if (li) setListItemRead(li, true, { canMarkRead });
+    }
+  }
 
-  function show(newState, text) {
-    state = newState;
-    stateText = text;
-    if (newState === 'signed-out') {
-      indicator.dataset.state = newState;
+  function deleted(data) {
+    for (const id of eventIds(data)) item(id)?.remove();
+    updateEmpty();
+    if (older && !older.querySelector('li')) {
+      older.hidden = true;
+      if (olderHeading) olderHeading.hidden = true;
+    }
+  }
+
+  function showUnread(count) {
+    if (!readControls || !unreadCount || count === null) return;
+    unreadCount.textContent = String(count);
+    if (markAllButton) markAllButton.setAttribute('aria-disabled', String(count === 0));
+  }
+
+  // The connection indicator: a live region, so an unchanged message is not set again.
+  function show(state, text) {
+    if (state === 'signed-out') {
+      indicator.dataset.state = state;
       const a = document.createElement('a');
       a.href = loginUrl;
       a.textContent = 'Sign in again';
       indicator.replaceChildren(text, ' ', a);
       return;
     }
-    // The indicator is a live region: an unchanged message would be announced again.
-    if (indicator.dataset.state === newState && indicator.textContent === text) return;
-    indicator.dataset.state = newState;
+    if (indicator.dataset.state === state && indicator.textContent === text) return;
+    indicator.dataset.state = state;
     indicator.replaceChildren(text);
   }
 
-  // --- Desktop notifications ---------------------------------------------------------------
-
-  const desktopSupported = typeof Notification === 'function';
-
-  function desktopWanted() {
-    try {
-      return localStorage.getItem(DESKTOP_KEY) === 'on';
-    } catch {
-      return false;
+  feed.subscribe((message) => {
+    switch (message.type) {
+      case 'notification':
+        add(message.payload);
+        break;
+      case 'read':
+        markShownRead(message.data);
+        break;
+      case 'deleted':
+        deleted(message.data);
+        break;
+      case 'unread':
+        showUnread(message.count);
+        break;
+      case 'state':
+        show(message.state, message.text);
+        break;
+      case 'role':
+        indicator.dataset.role = message.role;
+        break;
+      case 'stale':
+        // Back from the back/forward cache or from being frozen: render it all again.
+        window.location.reload();
+        break;
+      default:
+        break;
     }
+  });
+
+  // --- Marking read ----------------------------------------------------------------------
+
+  function failed(error) {
+    if (!readError) return;
+    const reason = error instanceof ApiError ? error.message : 'Something went wrong.';
+    readError.textContent = `Could not mark as read: ${reason}`;
+    readError.hidden = false;
   }
 
-  function setDesktopWanted(on) {
+  async function read(change, options) {
+    if (readError) readError.hidden = true;
+    const unread = await markRead(apiRead, csrfToken, change, options);
+    feed.applyLocally('read', { ...change, unread });
+    return unread;
+  }
+
+  async function markOne(li) {
+    const id = Number(li.dataset.id);
     try {
-      localStorage.setItem(DESKTOP_KEY, on ? 'on' : 'off');
-    } catch {
-      // Storage disabled: the choice lasts as long as this page.
-    }
-    desktopChoice = on;
-  }
-
-  let desktopChoice = desktopWanted();
-
-  function desktopOn() {
-    return desktopSupported && Notification.permission === 'granted' && desktopChoice;
-  }
-
-  function updateDesktopControls() {
-    if (!desktopButton || !desktopNote) return;
-    if (!desktopSupported) {
-      desktopButton.hidden = true;
-      desktopNote.hidden = true;
+      await read({ ids: [id] });
+    } catch (error) {
+      failed(error);
       return;
     }
-    const permission = Notification.permission;
-    desktopNote.hidden = false;
-    if (permission === 'denied') {
-      desktopButton.hidden = true;
-      desktopNote.textContent = 'Desktop notifications are blocked in this browser’s site settings.';
-      return;
-    }
-    desktopButton.hidden = false;
-    const on = desktopOn();
-    desktopButton.textContent = on ? 'Turn off desktop notifications' : 'Turn on desktop notifications';
-    desktopButton.setAttribute('aria-pressed', String(on));
-    desktopNote.textContent = on
-      ? 'Shown while no tab of this site is visible.'
-      : 'Get a desktop notification while no tab of this site is visible.';
+    // The button is gone: keep the keyboard where it was.
+    li.tabIndex = -1;
+    li.focus();
   }
 
-  async function toggleDesktop() {
-    if (desktopOn()) {
-      setDesktopWanted(false);
-    } else {
-      // Asked only here, after a click: browsers ignore or penalise unprompted requests.
-      let permission = Notification.permission;
-      if (permission === 'default') {
-        try {
-          permission = await Notification.requestPermission();
-        } catch {
-          permission = Notification.permission;
-        }
+  async function markAll() {
+    if (markAllButton.getAttribute('aria-disabled') === 'true') return;
+    // Up to what this tab has shown: a notification on its way is not read unseen.
+    const newest = Math.max(feed.newestId, Number(list.dataset.newestId) || 0);
+    try {
+      await read(newest ? { all: true, newest } : { all: true });
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  // Opening an unread notification's link marks it read first (then follows it, in the same
+  // tab); a link opened elsewhere (a modifier key, the middle button) is marked on the way.
+  async function follow(event, link, li) {
+    if (!li.classList.contains('is-unread')) return;
+    const id = Number(li.dataset.id);
+    const elsewhere = event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey;
+    if (elsewhere) {
+      read({ ids: [id] }, { keepalive: true }).catch(failed);
+      return;
+    }
+    event.preventDefault();
+    const href = safeHref(link.getAttribute('href'));
+    await Promise.race([
+      read({ ids: [id] }, { keepalive: true }).catch(() => {}),
+      new Promise((resolve) => {
+        setTimeout(resolve, FOLLOW_TIMEOUT);
+      }),
+    ]);
+    if (href) window.location.assign(href);
+  }
+
+  function clicked(event) {
+    const target = event.target instanceof Element ? event.target : null;
+    const li = target?.closest('li[data-id]');
+    if (!li || !canMarkRead) return;
+    const button = target.closest('button.mark-read');
+    if (button) {
+      markOne(li);
+      return;
+    }
+    const link = target.closest('.text a');
+    if (link) follow(event, link, li);
+  }
+
+  for (const each of lists) {
+    each.addEventListener('click', clicked);
+    // The middle button fires auxclick, not click.
+    each.addEventListener('auxclick', clicked);
+  }
+  if (canMarkRead && readControls) {
+    readControls.hidden = false;
+    if (markAllButton) markAllButton.addEventListener('click', markAll);
+  }
+
+  // --- Older history ---------------------------------------------------------------------
+
+  let nextPage = null;
+
+  function oldestShown() {
+    const shown = items().map((li) => Number(li.dataset.id));
+    return shown.length ? Math.min(...shown) : 0;
+  }
+
+  // Whether anything older than the rendered page exists, and the unread count meanwhile.
+  async function probeOlder() {
+    const before = oldestShown();
+    if (!before) return;
+    try {
+      const found = await listNotifications(apiList, { before, limit: 1 });
+      if (found.unread !== null) feed.setUnread(found.unread);
+      if (found.notifications.length && olderBox) olderBox.hidden = false;
+    } catch {
+      // No button then: the rendered page is all this visit shows.
+    }
+  }
+
+  async function loadOlder() {
+    if (olderButton.getAttribute('aria-busy') === 'true') return;
+    olderButton.setAttribute('aria-busy', 'true');
+    olderStatus.textContent = 'Loading…';
+    let found;
+    try {
+      found = nextPage
+        ? await listNotifications(nextPage)
+        : await listNotifications(apiList, { before: oldestShown(), limit: OLDER_PAGE });
+    } catch (error) {
+      olderStatus.textContent = `Could not load older notifications: ${error instanceof ApiError ? error.message : 'something went wrong.'}`;
+      olderButton.removeAttribute('aria-busy');
+      return;
+    }
+    olderButton.removeAttribute('aria-busy');
+    if (found.unread !== null) feed.setUnread(found.unread);
+    let first = null;
+    for (const payload of found.notifications) {
+      const notification = normalize(payload);
+      if (!notification.id || item(notification.id)) continue;
+      const li = listItem(notification, { canMarkRead });
+      older.append(li);
+      first ??= li;
+    }
+    older.hidden = !older.querySelector('li');
+    if (olderHeading) olderHeading.hidden = older.hidden;
+    nextPage = found.next;
+    const count = found.notifications.length;
+    olderStatus.textContent = nextPage
+      ? `Loaded ${count} older notification${count === 1 ? '' : 's'}.`
+      : `Loaded ${count} older notification${count === 1 ? '' : 's'}; there are no more.`;
+    if (!nextPage) {
+      olderBox.hidden = true;
+      // The button is gone: the keyboard goes on with the first item it loaded.
+      if (first) {
+        first.tabIndex = -1;
+        first.focus();
       }
-      setDesktopWanted(permission === 'granted');
-    }
-    updateDesktopControls();
-    if (channel) channel.postMessage({ type: 'desktop' });
-  }
-
-  // Is any tab of this site, for this user, visible? Each visible tab holds a shared lock.
-  async function anyTabVisible() {
-    if (isVisible()) return true;
-    if (!shared) return false;
-    try {
-      const snapshot = await locks.query();
-      return (snapshot.held || []).some((lock) => lock.name === VISIBLE_LOCK);
-    } catch {
-      return false;
     }
   }
 
-  async function notifyDesktop(payload) {
-    if (!desktopOn() || (await anyTabVisible())) return;
-    try {
-      // The tag also merges duplicates where every tab has its own stream (no Web Locks).
-      const note = new Notification(baseTitle, {
-        body: String(payload.text ?? ''),
-        tag: `notification-${payload.id}`,
-        lang: document.documentElement.lang || undefined,
-      });
-      note.addEventListener('click', () => {
-        window.focus();
-        note.close();
-      });
-    } catch {
-      // Some browsers allow them only from a service worker: nothing to show then.
-    }
+  if (apiList && older && olderBox && olderButton && olderStatus) {
+    olderButton.addEventListener('click', loadOlder);
+    probeOlder();
   }
 
-  let visibleHeld = false;
-  let releaseVisible = null;
-
-  function trackVisibility() {
-    if (!shared) return;
-    if (isVisible() && !visibleHeld) {
-      visibleHeld = true;
-      let granted = false;
-      locks
-        .request(VISIBLE_LOCK, { mode: 'shared' }, () => {
-          granted = true;
-          if (!isVisible()) return undefined;
-          return new Promise((resolve) => {
-            releaseVisible = resolve;
-          });
-        })
-        .catch(() => {})
-        .finally(() => {
-          visibleHeld = false;
-          releaseVisible = null;
-          // Shown again while the lock was being let go; a refused request is not retried.
-          if (granted && isVisible()) trackVisibility();
-        });
-    } else if (!isVisible() && releaseVisible) {
-      releaseVisible();
-    }
-  }
-
-  // --- The stream (leader only) ------------------------------------------------------------
-
-  let isLeader = false;
-  let releaseLeadership = null;
-  let waitForLeadership = null;
-  let source = null;
-  let probe = null;
-  let timer = null;
-  let delay = MIN_DELAY;
-
-  function publish(message) {
-    if (channel) channel.postMessage(message);
-  }
-
-  function announce(newState, text) {
-    show(newState, text);
-    if (isLeader) publish({ type: 'state', state: newState, text });
-  }
-
-  function received(payload) {
-    if (!add(payload)) return;
-    publish({ type: 'notification', payload });
-    notifyDesktop(payload);
-  }
-
-  function stop() {
-    clearTimeout(timer);
-    timer = null;
-    if (probe) probe.abort();
-    probe = null;
-    if (source) source.close();
-    source = null;
-  }
-
-  function connect(initial) {
-    stop();
-    if (!isLeader) return;
-    announce(initial ? 'connecting' : 'reconnecting', initial ? 'Connecting…' : 'Reconnecting…');
-    // A new EventSource sends no Last-Event-ID header: the cursor travels in the URL. It is
-    // the newest id any tab has seen, so a new leader resumes where the old one stopped.
-    const url = new URL(streamUrl);
-    url.searchParams.set('last_event_id', String(newestId));
-    const es = new EventSource(url);
-    source = es;
-
-    es.addEventListener('open', () => {
-      if (source !== es) return;
-      delay = MIN_DELAY;
-      announce('live', 'Live');
-    });
-
-    es.addEventListener('notification', (event) => {
-      let payload;
-      try {
-        payload = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (payload && typeof payload === 'object') received(payload);
-    });
-
-    es.addEventListener('error', () => {
-      if (source !== es) return;
-      // Reconnect here rather than let the browser do it: a non-200 answer (403, 429, a
-      // proxy's 502) would end the EventSource for good without saying which, its own retries
-      // do not back off and say nothing of the next one, and the newest id any tab has seen
-      // is a better cursor than the last one this EventSource received. Ask the server first.
-      es.close();
-      source = null;
-      announce('reconnecting', 'Reconnecting…');
-      check();
-    });
-  }
-
-  // Seconds from a Retry-After header (delta-seconds or an HTTP date), or 0.
-  function retryAfterSeconds(value) {
-    if (!value) return 0;
-    const trimmed = value.trim();
-    if (/^\d+$/.test(trimmed)) return Math.min(Number(trimmed), 3600);
-    const date = Date.parse(trimmed);
-    return Number.isNaN(date) ? 0 : Math.min(Math.max(0, Math.ceil((date - Date.now()) / 1000)), 3600);
-  }
-
-  async function check() {
-    const controller = new AbortController();
-    probe = controller;
-    // HEAD: the server authenticates and answers without opening a stream.
-    let status = 0;
-    let retryAfter = 0;
-    const deadline = setTimeout(() => controller.abort(), PROBE_TIMEOUT);
-    try {
-      const response = await fetch(streamUrl, {
-        method: 'HEAD',
-        credentials: 'same-origin',
-        cache: 'no-store',
-        signal: controller.signal,
-      });
-      status = response.status;
-      retryAfter = retryAfterSeconds(response.headers.get('Retry-After'));
-    } catch {
-      // Offline, the server is down or does not answer: status 0, try again later.
-    }
-    clearTimeout(deadline);
-    if (probe !== controller) return;
-    probe = null;
-
-    if (status === 401 || status === 403) {
-      announce('signed-out', 'Signed out.');
-      signOut();
-      return;
-    }
-    if (status === 429) {
-      schedule(retryAfter, (s) => `Too many open connections — retrying in ${s} s`);
-      return;
-    }
-    if (status === 503 && retryAfter) {
-      schedule(retryAfter, (s) => `Server busy — retrying in ${s} s`);
-      return;
-    }
-    schedule(0, (s) => `Reconnecting — next try in ${s} s`);
-  }
-
-  function schedule(minimumSeconds, message) {
-    // Equal jitter: many pages dropped by one restart do not all come back at once.
-    const backoff = Math.round(delay / 2 + (Math.random() * delay) / 2);
-    delay = Math.min(delay * 2, MAX_DELAY);
-    const wait = Math.max(backoff, minimumSeconds * 1000);
-    announce('reconnecting', message(Math.ceil(wait / 1000)));
-    timer = setTimeout(() => connect(false), wait);
-  }
-
-  function lead() {
-    isLeader = true;
-    indicator.dataset.role = 'leader';
-    delay = MIN_DELAY;
-    connect(state === 'connecting');
-  }
-
-  // Hold the leader lock until this tab leaves or is signed out; queue for it meanwhile.
-  function seekLeadership() {
-    if (isLeader || waitForLeadership) return;
-    if (!shared) {
-      lead();
-      return;
-    }
-    const controller = new AbortController();
-    waitForLeadership = controller;
-    locks
-      .request(LEADER_LOCK, { signal: controller.signal }, () => {
-        waitForLeadership = null;
-        if (signedOut) return undefined;
-        return new Promise((resolve) => {
-          releaseLeadership = resolve;
-          lead();
-        });
-      })
-      .catch(() => {})
-      .finally(() => {
-        if (waitForLeadership === controller) waitForLeadership = null;
-      });
-  }
-
-  function abdicate() {
-    isLeader = false;
-    indicator.dataset.role = shared ? 'follower' : '';
-    stop();
-    if (waitForLeadership) waitForLeadership.abort();
-    waitForLeadership = null;
-    if (releaseLeadership) releaseLeadership();
-    releaseLeadership = null;
-  }
-
-  // Signed out is true of every tab (one cookie jar): all of them stop, none keeps the lock,
-  // and a tab opened after signing in again leads the rest back.
-  function signOut() {
-    signedOut = true;
-    abdicate();
-  }
-
-  function rejoin() {
-    signedOut = false;
-    seekLeadership();
-  }
-
-  // --- Messages between tabs ---------------------------------------------------------------
-
-  if (channel) {
-    channel.addEventListener('message', (event) => {
-      const message = event.data;
-      if (!message || typeof message !== 'object') return;
-      switch (message.type) {
-        case 'notification':
-          add(message.payload);
-          break;
-        case 'state':
-          if (isLeader) break;
-          if (message.state === 'signed-out') {
-            show('signed-out', 'Signed out.');
-            signOut();
-          } else {
-            if (signedOut && message.state === 'live') rejoin();
-            show(String(message.state), String(message.text));
-          }
-          break;
-        case 'hello':
-          // A new tab: tell it the connection state, and take its rendered history, which may
-          // hold rows its render claimed that this tab never got.
-          if (isLeader) publish({ type: 'state', state, text: stateText });
-          for (const payload of message.history || []) {
-            if (Number(payload.id) > newestId) add(payload);
-          }
-          break;
-        case 'desktop':
-          desktopChoice = desktopWanted();
-          updateDesktopControls();
-          break;
-        default:
-          break;
-      }
-    });
-  }
-
-  // --- Page lifecycle ----------------------------------------------------------------------
+  // --- The rest ----------------------------------------------------------------------------
 
   document.addEventListener('visibilitychange', () => {
-    trackVisibility();
     if (!isVisible()) return;
-    unread = 0;
+    unseen = 0;
     updateTitle();
-    refreshTimes();
-    for (const li of list.querySelectorAll('li.is-unread')) highlight(li);
+    for (const each of lists) refreshTimes(each);
+    for (const li of list.querySelectorAll('li.is-unseen')) highlight(li);
   });
 
-  // Leaving the page, or being frozen in the background, hands the stream over at once (and
-  // frees the connection; browsers allow ~6 per host across tabs). A page that comes back
-  // from the back/forward cache or from being frozen missed what the other tabs were sent
-  // meanwhile: a reload renders it all again.
-  function leave() {
-    abdicate();
-    if (releaseVisible) releaseVisible();
-  }
-  window.addEventListener('pagehide', leave);
-  document.addEventListener('freeze', leave);
-  document.addEventListener('resume', () => window.location.reload());
-  window.addEventListener('pageshow', (event) => {
-    if (event.persisted) window.location.reload();
-  });
-  // Back online while waiting out a backoff: no reason to keep waiting.
-  window.addEventListener('online', () => {
-    if (isLeader && timer !== null) connect(false);
-  });
+  const desktopButton = document.getElementById('desktop-toggle');
+  const desktopNote = document.getElementById('desktop-note');
+  if (desktopButton && desktopNote) desktopControls(desktopButton, desktopNote);
+  watchDesktop(feed, baseTitle);
 
-  if (desktopButton) desktopButton.addEventListener('click', toggleDesktop);
-  window.addEventListener('storage', (event) => {
-    if (event.key !== DESKTOP_KEY) return;
-    desktopChoice = desktopWanted();
-    updateDesktopControls();
-  });
-
-  refreshTimes();
+  refreshTimes(list);
   setInterval(() => {
-    if (isVisible()) refreshTimes();
+    if (isVisible()) for (const each of lists) refreshTimes(each);
   }, CLOCK_MS);
-  updateDesktopControls();
-  trackVisibility();
-  indicator.dataset.role = shared ? 'follower' : '';
-  publish({ type: 'hello', history: rendered });
-  seekLeadership();
-})();
+  indicator.dataset.role = feed.role;
+  // The count the server rendered; none rendered and no history means none unread.
+  let unread = Number.parseInt(list.dataset.unread ?? '', 10);
+  if (!Number.isSafeInteger(unread) && !rendered.length) unread = 0;
+  feed.seed(rendered, Number.isSafeInteger(unread) ? unread : undefined);
+  showUnread(feed.unread);
+  feed.start();
+}
+
+main();
