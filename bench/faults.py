@@ -290,6 +290,7 @@ def judge(
     totals: Counter[str] = Counter()
     failed_examples: list[dict[str, Any]] = []
     examples_by_kind: Counter[str] = Counter()
+    waited: list[float] = []
     latencies: list[float] = []
     # Live latencies by when the row was created, from the first stream's opening.
     timeline: dict[int, list[float]] = defaultdict(list)
@@ -322,6 +323,9 @@ def judge(
             "at_or_below_cursor": sum(1 for pk in got if pk <= cursor),
         }
         totals.update(counts)
+        for pk in expected - set(got):
+            # How long the stream had to get the row: just above the grace means it was late.
+            waited.append(closed - max(rows[pk][1], opened))
         totals["beyond_replay_limit"] += len(beyond_limit)
         if any(counts.values()):
             totals["streams_failed"] += 1
@@ -370,6 +374,12 @@ def judge(
         "streams": streams,
         "streams_failed": totals["streams_failed"],
         "lost": totals["lost"],
+        # For the rows lost on a stream: seconds the stream was open after the row existed.
+        "lost_rows_had_s": {
+            "min": round(min(waited), 2) if waited else None,
+            "median": round(sorted(waited)[len(waited) // 2], 2) if waited else None,
+            "max": round(max(waited), 2) if waited else None,
+        },
         "received_twice": totals["received_twice"],
         "wrong_user": totals["wrong_user"],
         "at_or_below_cursor": totals["at_or_below_cursor"],

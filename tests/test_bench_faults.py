@@ -80,6 +80,7 @@ def test_row_created_while_open_and_not_received_is_lost() -> None:
     assert verdict["streams_failed"] == 1
     assert verdict["lost_by_a_client"] == 1
     assert verdict["failed_examples"][0]["missing_ids"] == [2]
+    assert verdict["lost_rows_had_s"] == {"min": 10.0, "median": 10.0, "max": 10.0}
 
 
 def test_row_created_within_the_grace_before_the_end_is_due_on_the_next_stream_only() -> None:
