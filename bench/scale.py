@@ -203,6 +203,11 @@ def idle(fleet: Fleet, seconds: float) -> list[dict[str, Any]]:
                 "rows_read": None
                 if read_before is None or read_after is None
                 else read_after - read_before,
+                "statements": {
+                    kind: count - b["statements"]["by_kind"].get(kind, 0)
+                    for kind, count in a["statements"]["by_kind"].items()
+                    if count != b["statements"]["by_kind"].get(kind, 0)
+                },
             }
         )
     return result
