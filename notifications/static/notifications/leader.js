@@ -36,7 +36,8 @@ function report(error) {
 
 // Messages to consumers (subscribe): {type: 'notification', payload, fromStream},
 // {type: 'read' | 'deleted', data}, {type: 'unread', count}, {type: 'state', state, text},
-// {type: 'role', role}, {type: 'stale'} (this tab missed events while frozen or cached).
+// {type: 'role', role}, {type: 'stale'} (this tab missed events while frozen or cached),
+// {type: 'resync'} (live again after a drop: read state and deletions may have changed).
 class Feed {
   constructor(scope, streamUrl) {
     // Per user: a tab still showing one account must not take over another account's stream.
@@ -56,6 +57,8 @@ class Feed {
 
     // Connection state of this tab (the leader's, echoed by the others).
     this.state = 'connecting';
+    // Whether this tab has seen the stream live (so a later 'live' is a return).
+    this.wasLive = false;
     this.stateText = 'Connecting…';
     this.signedOut = false;
     this.isLeader = false;
@@ -219,9 +222,14 @@ class Feed {
   }
 
   show(state, text) {
+    const back = state === 'live' && this.state !== 'live' && this.wasLive;
+    if (state === 'live') this.wasLive = true;
     this.state = state;
     this.stateText = text;
     this.emit({ type: 'state', state, text });
+    // Live again after a drop or a handover: notifications missed meanwhile are replayed
+    // after the cursor, but read and deleted changes are not; consumers read them again.
+    if (back) this.emit({ type: 'resync' });
   }
 
   announce(state, text) {
