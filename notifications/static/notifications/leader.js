@@ -37,7 +37,7 @@ function report(error) {
 // Messages to consumers (subscribe): {type: 'notification', payload, fromStream},
 // {type: 'read' | 'deleted', data}, {type: 'unread', count}, {type: 'state', state, text},
 // {type: 'role', role}, {type: 'stale'} (this tab missed events while frozen or cached),
-// {type: 'resync'} (live again after a drop: read state and deletions may have changed).
+// {type: 'resync'} (the stream is live again after a drop: read and deleted may have changed).
 class Feed {
   constructor(scope, streamUrl) {
     // Per user: a tab still showing one account must not take over another account's stream.
@@ -57,8 +57,8 @@ class Feed {
 
     // Connection state of this tab (the leader's, echoed by the others).
     this.state = 'connecting';
-    // Whether this tab has seen the stream live (so a later 'live' is a return).
-    this.wasLive = false;
+    // Whether this tab's own stream has been live (so a later 'live' is a return).
+    this.streamWasLive = false;
     this.stateText = 'Connecting…';
     this.signedOut = false;
     this.isLeader = false;
@@ -195,6 +195,9 @@ class Feed {
       case 'deleted':
         if (message.data && typeof message.data === 'object') this.apply(message.type, message.data);
         break;
+      case 'resync':
+        this.emit({ type: 'resync' });
+        break;
       case 'state':
         if (this.isLeader) break;
         if (message.state === 'signed-out') {
@@ -222,19 +225,22 @@ class Feed {
   }
 
   show(state, text) {
-    const back = state === 'live' && this.state !== 'live' && this.wasLive;
-    if (state === 'live') this.wasLive = true;
     this.state = state;
     this.stateText = text;
     this.emit({ type: 'state', state, text });
-    // Live again after a drop or a handover: notifications missed meanwhile are replayed
-    // after the cursor, but read and deleted changes are not; consumers read them again.
-    if (back) this.emit({ type: 'resync' });
   }
 
   announce(state, text) {
+    // This tab's stream live again after it dropped: notifications missed meanwhile are
+    // replayed after the cursor, read and deleted changes are not; every tab reads them again.
+    const back = state === 'live' && this.streamWasLive;
+    if (state === 'live') this.streamWasLive = true;
     this.show(state, text);
     if (this.isLeader) this.publish({ type: 'state', state, text });
+    if (back) {
+      this.emit({ type: 'resync' });
+      this.publish({ type: 'resync' });
+    }
     if (state === 'signed-out') this.signOut();
   }
 
