@@ -23,6 +23,9 @@ bench.settings (the site's settings plus a statement counter and /bench/stats):
 The naive design runs up to --naive-max streams ("not run" beyond). A design that fails
 (streams refused, rows undelivered) is recorded and the run goes on.
 
+The deletions run (`deletions`): what recording deletions for the streams costs a purge
+(bench/deletions.py).
+
 The churn run (`churn`, PostgreSQL): --processes daphne processes, --users users with
 --clients-per-user clients each, connecting to a random process and disconnecting at random,
 reconnecting with Last-Event-ID from the newest id they received, while --notifications rows
@@ -86,7 +89,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sending = commands.add_parser(
         "sending", help="send_bulk, manage.py notify and purge_notifications, timed"
     )
-    for sub in (run, churn, sending):
+    deletions = commands.add_parser(
+        "deletions", help="purge_notifications with and without the deletion trigger, timed"
+    )
+    for sub in (run, churn, sending, deletions):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -133,7 +139,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sending.add_argument("--recipients", type=int, default=50_000)
     sending.add_argument("--runs", type=int, default=3)
 
-    if not argv or argv[0] not in ("run", "churn", "sending", "-h", "--help"):
+    deletions.add_argument("--rows", type=int, default=100_000)
+    deletions.add_argument("--users", type=int, default=10_000)
+    deletions.add_argument("--rounds", type=int, default=4)
+
+    if not argv or argv[0] not in ("run", "churn", "sending", "deletions", "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
 
@@ -168,7 +178,14 @@ def main(argv: list[str]) -> int:
             from .database import version
 
             info = report.machine(version())
-            if args.command == "sending":
+            if args.command == "deletions":
+                from .deletions import deletions
+
+                outcome = deletions(database, args.rows, args.users, args.rounds)
+                print(json.dumps(outcome["median_seconds"], indent=2))
+                document = {"machine": info, **outcome}
+                ok = True
+            elif args.command == "sending":
                 from .sending import sending
 
                 outcome = sending(database, args.recipients, args.runs)

@@ -142,6 +142,12 @@ _PROMETHEUS_METRICS = [
     ("notifications_queries_total", "counter", "Queries of the hub.", "queries"),
     ("notifications_dispatched_total", "counter", "Notifications claimed.", "claimed"),
     ("notifications_delivered_total", "counter", "Handed to a stream.", "delivered"),
+    (
+        "notifications_change_events_total",
+        "counter",
+        "Read and deleted events handed to a user's streams.",
+        "change_events",
+    ),
     ("notifications_released_total", "counter", "Claimed, sent nowhere, released.", "released"),
     (
         "notifications_sessions_ended_total",

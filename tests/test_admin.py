@@ -522,3 +522,41 @@ def test_user_action_refuses_a_data_link(admin_client: Client) -> None:
     )
     assert "scheme data: are not allowed" in unescape(refused.content.decode())
     assert not Notification.objects.exists()
+
+
+def deleted_ids() -> list[int]:
+    from notifications.models import Change
+
+    return sorted(
+        pk
+        for change in Change.objects.filter(kind="deleted")
+        for ids in change.by_user().values()
+        for pk in ids
+    )
+
+
+def test_admin_deletions_are_recorded_for_the_users_streams(admin_client: Client) -> None:
+    from notifications.models import Change
+
+    alice = make_user("alice")
+    Change.objects.all().delete()
+    one, two, three = (Notification.objects.create(user=alice, text=t) for t in "abc")
+
+    page = admin_client.get(f"{NOTIFICATIONS}{one.pk}/delete/").content.decode()
+    admin_client.post(
+        f"{NOTIFICATIONS}{one.pk}/delete/", {"csrfmiddlewaretoken": csrf_token(page), "post": "yes"}
+    )
+    assert deleted_ids() == [one.pk]
+
+    token = csrf_token(admin_client.get(NOTIFICATIONS).content.decode())
+    admin_client.post(
+        NOTIFICATIONS,
+        {
+            "csrfmiddlewaretoken": token,
+            "action": "delete_selected",
+            "_selected_action": [str(two.pk), str(three.pk)],
+            "post": "yes",
+        },
+    )
+    assert not Notification.objects.exists()
+    assert deleted_ids() == [one.pk, two.pk, three.pk]

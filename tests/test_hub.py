@@ -499,3 +499,36 @@ def test_gc_freezing_is_off_unless_the_site_turns_it_on(settings: Any) -> None:
     gc.unfreeze()
     gcfreeze.keep_long_lived_out_of_gc()
     assert gc.get_freeze_count() == 0
+
+
+# The change log: read and deleted events.
+
+
+async def test_a_change_committed_while_the_log_is_read_is_read_at_the_next_poll(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications import inbox
+    from notifications.hub.change_feed import ChangeFeed
+
+    row = await Notification.objects.acreate(user=alice, text="x", dispatched=True)
+    real_read = ChangeFeed.read
+    changed = False
+
+    def read_then_change(feed: ChangeFeed, *args: Any, **kwargs: Any) -> Any:
+        nonlocal changed
+        result = real_read(feed, *args, **kwargs)
+        if not changed:
+            changed = True
+            # Commits after this read's scan, in the worker's own connection (SQLite's
+            # data_version does not move for it): only its local wake-up tells the hub.
+            inbox.mark_read(alice.pk, [row.pk])
+        return result
+
+    monkeypatch.setattr(ChangeFeed, "read", read_then_change)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+
+    # Well before the 10 s fallback read: the wake-up during the read was kept.
+    chunk = await next_chunk(stream, timeout=3)
+    assert chunk == f'event: read\ndata: {{"ids": [{row.pk}], "unread": 0}}\n\n'
+    await stream.aclose()

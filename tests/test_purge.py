@@ -99,3 +99,23 @@ def test_parse_age_units() -> None:
 def test_purge_refuses_an_age_beyond_the_calendar(huge: str) -> None:
     with pytest.raises(CommandError, match="before the year 1"):
         purge(f"--older-than={huge}")
+
+
+def test_purge_records_what_it_deleted_for_the_users_streams() -> None:
+    from notifications.models import Change
+
+    alice, bob = make_user("alice"), make_user("bob")
+    Change.objects.all().delete()
+    old = [aged(u, "old", days=40, dispatched=True) for u in (alice, bob, alice)]
+    aged(alice, "recent", days=1, dispatched=True)
+
+    purge("--older-than", "30d", "--batch-size", "2")
+
+    recorded: dict[int, list[int]] = {}
+    for change in Change.objects.filter(kind="deleted"):
+        for user, ids in change.by_user().items():
+            recorded.setdefault(user, []).extend(ids)
+    assert {user: sorted(ids) for user, ids in recorded.items()} == {
+        alice.pk: [old[0].pk, old[2].pk],
+        bob.pk: [old[1].pk],
+    }

@@ -460,7 +460,9 @@ class Hub:
                 self._changes_due = True
                 raise
             self._hand_change_events(changed.events)
-            more_changes = self._changes_due = changed.more
+            # A wake-up that came during the read has set _changes_due again: keep it.
+            more_changes = changed.more
+            self._changes_due = self._changes_due or more_changes
             seconds += time.monotonic() - started
         self._query_seconds = seconds
         return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release) or more_changes

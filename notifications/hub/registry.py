@@ -56,6 +56,7 @@ def process_stats() -> dict[str, Any]:
         "holes": sum(h.pending_ids for h in hubs),
         "late_holes": sum(h.late_ids for h in hubs),
         "delivered": sum(h.stats.delivered for h in hubs),
+        "change_events": sum(h.stats.change_events for h in hubs),
         "released": sum(h.stats.released for h in hubs),
         "sessions_ended": sum(h.stats.sessions_ended for h in hubs),
         "refused": sum(h.stats.refused for h in hubs),
