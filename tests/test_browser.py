@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import struct
 import time
@@ -27,70 +26,19 @@ from django.utils import timezone
 from notifications.models import Notification
 
 from .conftest import make_user, session_for
-from .support import DaphneServer, server_env, start_daphne
+from .support import DaphneServer, checked_context, server_env, start_daphne
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.asyncio(loop_scope="module"),
 ]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "correct horse battery staple"
 # Screenshots a person can look at after a run (not compared by the test); the README shows
 # copies of the best in docs/.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 STREAM = re.compile(r"/notifications/stream/")
 MS = 1000
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-# What the browser logs for a refused or failed request (the tests cause 403s, 429s and
-# outages on purpose); anything else logged as an error fails the test.
-NETWORK_ERROR = re.compile(r"^Failed to load resource: |net::ERR_")
-
-
-@contextlib.asynccontextmanager
-async def checked_context(browser: Any) -> AsyncIterator[Any]:
-    """A browser context (a device of its own) whose pages must log no errors."""
-    context = await browser.new_context()
-    errors: list[str] = []
-
-    def watch(page: Any) -> None:
-        def logged(message: Any) -> None:
-            if message.type == "error" and not NETWORK_ERROR.search(message.text):
-                errors.append(f"{page.url}: {message.text}")
-
-        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
-        page.on("console", logged)
-
-    context.on("page", watch)
-    try:
-        yield context
-    finally:
-        await context.close()
-    assert errors == [], "the pages logged errors"
 
 
 @pytest_asyncio.fixture(loop_scope="module")
