@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
@@ -15,6 +17,8 @@ from django.test import Client
 from notifications.hub import Hub, get_hub
 
 from .support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     MIRROR,
     DaphneServer,
     PgBouncer,
@@ -176,3 +180,23 @@ def pgbouncer(tmp_path: Path, transactional_db: None) -> Iterator[PgBouncer]:
     directory.mkdir()
     with start_pgbouncer(directory) as bouncer:
         yield bouncer
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium, one for the module; a browser context per test keeps them apart.
+
+    A module using it runs its tests in the module's event loop
+    (`pytest.mark.asyncio(loop_scope="module")`).
+    """
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

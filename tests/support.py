@@ -1,4 +1,5 @@
-"""Helpers for the tests: a daphne server in a subprocess, an SSE reader, waiting with a timeout."""
+"""Helpers for the tests: a daphne server in a subprocess, an SSE reader, waiting with a timeout,
+Chromium's launch options and a browser context that fails on page errors."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -362,3 +363,42 @@ class OpenTransaction:
     async def __aexit__(self, *exc: object) -> None:
         self._finish.set()
         await asyncio.to_thread(self._thread.join, 10)
+
+
+# Debian's Chromium, driven by Playwright through executable_path: the suite never downloads
+# a browser of its own.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+# What the browser logs for a refused or failed request (the tests cause 403s, 429s and
+# outages on purpose); anything else logged as an error fails the test.
+NETWORK_ERROR = re.compile(r"^Failed to load resource: |net::ERR_")
+
+
+@contextlib.asynccontextmanager
+async def checked_context(browser: Any) -> AsyncIterator[Any]:
+    """A browser context (a device of its own) whose pages must log no errors."""
+    context = await browser.new_context()
+    errors: list[str] = []
+
+    def watch(page: Any) -> None:
+        def logged(message: Any) -> None:
+            if message.type == "error" and not NETWORK_ERROR.search(message.text):
+                errors.append(f"{page.url}: {message.text}")
+
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+        page.on("console", logged)
+
+    context.on("page", watch)
+    try:
+        yield context
+    finally:
+        await context.close()
+    assert errors == [], "the pages logged errors"

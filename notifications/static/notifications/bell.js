@@ -303,6 +303,7 @@ class Bell {
         this.root.dataset.role = message.role;
         break;
       case 'stale':
+      case 'resync':
         this.refill(true);
         break;
       default:

@@ -36,7 +36,8 @@ function report(error) {
 
 // Messages to consumers (subscribe): {type: 'notification', payload, fromStream},
 // {type: 'read' | 'deleted', data}, {type: 'unread', count}, {type: 'state', state, text},
-// {type: 'role', role}, {type: 'stale'} (this tab missed events while frozen or cached).
+// {type: 'role', role}, {type: 'stale'} (this tab missed events while frozen or cached),
+// {type: 'resync'} (the stream is live again after a drop: read and deleted may have changed).
 class Feed {
   constructor(scope, streamUrl) {
     // Per user: a tab still showing one account must not take over another account's stream.
@@ -56,6 +57,8 @@ class Feed {
 
     // Connection state of this tab (the leader's, echoed by the others).
     this.state = 'connecting';
+    // Whether this tab's own stream has been live (so a later 'live' is a return).
+    this.streamWasLive = false;
     this.stateText = 'Connecting…';
     this.signedOut = false;
     this.isLeader = false;
@@ -192,6 +195,9 @@ class Feed {
       case 'deleted':
         if (message.data && typeof message.data === 'object') this.apply(message.type, message.data);
         break;
+      case 'resync':
+        this.emit({ type: 'resync' });
+        break;
       case 'state':
         if (this.isLeader) break;
         if (message.state === 'signed-out') {
@@ -225,8 +231,16 @@ class Feed {
   }
 
   announce(state, text) {
+    // This tab's stream live again after it dropped: notifications missed meanwhile are
+    // replayed after the cursor, read and deleted changes are not; every tab reads them again.
+    const back = state === 'live' && this.streamWasLive;
+    if (state === 'live') this.streamWasLive = true;
     this.show(state, text);
     if (this.isLeader) this.publish({ type: 'state', state, text });
+    if (back) {
+      this.emit({ type: 'resync' });
+      this.publish({ type: 'resync' });
+    }
     if (state === 'signed-out') this.signOut();
   }
 

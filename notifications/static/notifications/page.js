@@ -23,6 +23,8 @@ import {
 const HIGHLIGHT_MS = 3000;
 const CLOCK_MS = 30000;
 const OLDER_PAGE = 20;
+// Notifications read again after a reconnect (the API's largest page).
+const RESYNC_PAGE = 100;
 // How long a followed link waits for its notification to be marked read.
 const FOLLOW_TIMEOUT = 3000;
 
@@ -142,6 +144,30 @@ function main() {
     }
   }
 
+  // Live again after a drop: what was marked read or deleted meanwhile, from the API.
+  async function resync() {
+    if (!apiList) return;
+    let found;
+    try {
+      found = await listNotifications(apiList, { limit: RESYNC_PAGE });
+    } catch {
+      return;
+    }
+    const byId = new Map(found.notifications.map((n) => [toId(n.id), n]));
+    const lowest = byId.size ? Math.min(...byId.keys()) : Infinity;
+    for (const li of items()) {
+      const id = Number(li.dataset.id);
+      const notification = byId.get(id);
+      if (notification) {
+        if (notification.read === true) setListItemRead(li, true, { canMarkRead });
+      } else if (id >= lowest || found.next === null) {
+        li.remove();
+      }
+    }
+    updateEmpty();
+    if (found.unread !== null) feed.setUnread(found.unread);
+  }
+
   function showUnread(count) {
     if (!readControls || !unreadCount || count === null) return;
     unreadCount.textContent = String(count);
@@ -182,6 +208,9 @@ function main() {
         break;
       case 'role':
         indicator.dataset.role = message.role;
+        break;
+      case 'resync':
+        resync();
         break;
       case 'stale':
         // Back from the back/forward cache or from being frozen: render it all again.
