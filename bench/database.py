@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .project import PROJECT
+from tools.daphne_runner import PROJECT
 
 
 @dataclass

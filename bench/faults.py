@@ -16,16 +16,15 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from tools.daphne_runner import DaphneServer
 
 from . import server as servers
 from .client import ClientPool, split
 from .database import Database, make_sessions
 from .fault_clients import fault_worker_main
 from .run import log, percentiles
-
-if TYPE_CHECKING:
-    from tests.support import DaphneServer
 
 # Seconds the settle phase may last at most.
 SETTLE_LIMIT = 120.0

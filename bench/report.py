@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .project import PROJECT
+from tools.daphne_runner import PROJECT
 
 
 def machine(database_version: str) -> dict[str, Any]:

@@ -21,15 +21,14 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from tools.daphne_runner import DaphneServer
 
 from . import server as servers
 from .client import ClientPool, split
 from .database import Database, make_sessions
 from .run import log, percentiles
-
-if TYPE_CHECKING:
-    from tests.support import DaphneServer
 
 STREAM_PATH = "/notifications/stream/"
 # The hub counter of rows the poll read from the database (added with the per-process cursor).

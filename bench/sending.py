@@ -21,8 +21,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from tools.daphne_runner import PROJECT
+
 from .database import Database
-from .project import PROJECT
 
 
 def _command(database: Database, *args: str) -> tuple[float, float, str]:

@@ -9,12 +9,11 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from tools.daphne_runner import DaphneServer, start_daphne
 
 from .database import Database
-
-if TYPE_CHECKING:
-    from tests.support import DaphneServer
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -47,9 +46,6 @@ def serve(
 
     On `port` (a free one by default), listening with `backlog` (daphne's default without it).
     """
-    # Not at import: tests/support.py imports models, which needs Django set up first.
-    from tests.support import start_daphne
-
     env = server_env(database, application_name, **extra)
     with start_daphne(env, log, port=port, backlog=backlog) as server:
         yield server
