@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import Change, Notification
-from .queries import database_alias
+from .queries import database_alias, table_writers
 
 # Id ranges per query when gaps are read again.
 RANGES_PER_QUERY = 200
@@ -82,23 +82,10 @@ def in_ranges(ranges: Sequence[tuple[int, int]]) -> list[Change]:
 def writers() -> frozenset[str]:
     """Return the transactions writing to the change log now (PostgreSQL; elsewhere none).
 
-    Those holding RowExclusiveLock on its table, this connection's excepted: an INSERT takes
-    it before it allocates its id and keeps it until its transaction ends, so a change with an
-    id that is not visible yet belongs to one of them, or never commits.
+    A change with an id that is not visible yet belongs to one of them, or never commits
+    (see queries.table_writers).
     """
-    alias = database_alias()
-    connection = connections[alias]
-    if connection.vendor != "postgresql":
-        return frozenset()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT DISTINCT virtualtransaction FROM pg_locks "
-            "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
-            [connection.ops.quote_name(Change._meta.db_table)],
-        )
-        return frozenset(row[0] for row in cursor.fetchall())
+    return table_writers(Change)
 
 
 def ids_can_commit_out_of_order() -> bool:

@@ -14,7 +14,7 @@ from functools import reduce
 from operator import or_
 from typing import NamedTuple
 
-from django.db import connections, router, transaction
+from django.db import connections, models, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -199,10 +199,18 @@ def read_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 def writers() -> frozenset[str]:
     """Return the transactions writing to the notification table now (PostgreSQL; else none).
 
-    Those that hold RowExclusiveLock on it, this connection's excepted: an INSERT takes that
-    lock before it allocates its id and keeps it until the transaction ends. (UPDATEs and
-    DELETEs take it too; they only make a hole wait a little longer.) Prepared transactions
-    have no pid and are kept.
+    An INSERT takes RowExclusiveLock before it allocates its id and keeps it until the
+    transaction ends. (UPDATEs and DELETEs take it too; they only make a hole wait a little
+    longer.)
+    """
+    return table_writers(Notification)
+
+
+def table_writers(model: type[models.Model]) -> frozenset[str]:
+    """Return the transactions that hold RowExclusiveLock on this model's table now.
+
+    PostgreSQL only (elsewhere none); this connection's excepted. Prepared transactions have
+    no pid and are kept.
     """
     connection = connections[database_alias()]
     if connection.vendor != "postgresql":
@@ -213,7 +221,7 @@ def writers() -> frozenset[str]:
             "WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND relation = %s::regclass AND pid IS DISTINCT FROM pg_backend_pid()",
-            [_table(database_alias())],
+            [connection.ops.quote_name(model._meta.db_table)],
         )
         return frozenset(row[0] for row in cursor.fetchall())
 

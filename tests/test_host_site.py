@@ -26,14 +26,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from .support import PROJECT, DaphneServer, StreamReader, run_daphne
 
@@ -45,15 +44,6 @@ pytestmark = [
 
 # The browser fixture's loop: one Chromium for the module.
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MS = 1000
 EMAIL = "ada@example.com"
 PASSWORD = "correct horse battery staple"
@@ -383,21 +373,6 @@ def host_server(
         [executable, *command[1:]], host_site.folder, host_site.env, log, timeout=60
     ) as server:
         yield server
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 # --- The tests -----------------------------------------------------------------------------
