@@ -51,8 +51,10 @@ T = TypeVar("T")
 MIN_POLL_GAP = 0.01
 
 # Most seconds between two reads of the change log while nothing wakes the hub: a safety net
-# for a wake-up missed (a LISTEN connection that dropped and is being reopened).
-CHANGES_FALLBACK = 10.0
+# for a wake-up missed (a LISTEN connection that dropped and is being reopened), short enough
+# that a missed one still reaches the streams within seconds, long enough that an idle process
+# stays under two queries a second (a scan a second, a session check every two, this).
+CHANGES_FALLBACK = 3.0
 
 # Seconds between two polls while a hole holds rows back, or the start is not settled yet:
 # a hole whose transaction rolled back sends no NOTIFY.
