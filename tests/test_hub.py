@@ -4,6 +4,7 @@ replay, change watchers and GC freezing, driven directly in the test's event loo
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
@@ -669,5 +670,33 @@ async def test_a_change_committed_while_the_log_is_read_is_read_at_the_next_poll
 
     # Well before any fallback read: the wake-up during the read was kept.
     chunk = await next_chunk(stream, timeout=3)
+    assert chunk == f'event: read\ndata: {{"ids": [{row.pk}], "unread": 0}}\n\n'
+    await stream.aclose()
+
+
+async def test_a_change_committed_once_the_stream_is_open_is_sent_before_the_log_is_first_read(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications import inbox
+    from notifications.hub.change_feed import ChangeFeed
+
+    row = await Notification.objects.acreate(user=alice, text="x", dispatched=True)
+    real_read = ChangeFeed.read
+    marked = threading.Event()
+
+    def read_after_the_change(feed: ChangeFeed, *args: Any, **kwargs: Any) -> Any:
+        # The poll's first read of the log comes after the change commits: a stream's first
+        # moments (a notification handed out, the user marking it read on another device).
+        marked.wait(timeout=10)
+        return real_read(feed, *args, **kwargs)
+
+    monkeypatch.setattr(ChangeFeed, "read", read_after_the_change)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)  # open: its retry field goes out once the stream is placed
+
+    await sync_to_async(inbox.mark_read)(alice.pk, [row.pk])
+    marked.set()
+
+    chunk = await next_chunk(stream, timeout=5)
     assert chunk == f'event: read\ndata: {{"ids": [{row.pk}], "unread": 0}}\n\n'
     await stream.aclose()

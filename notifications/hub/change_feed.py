@@ -72,7 +72,7 @@ class ChangeFeed:
         comes after the event, and its `notification` event adds one for the browser.
         """
         now = time.monotonic()
-        horizon = self.horizon or self._start(now)
+        horizon = self.horizon or self.start()
         found = {c.pk: c for c in changes.after(horizon.max_seen, SCAN_LIMIT)}
         horizon.add_scanned([(pk, 0) for pk in found], now)
         more = len(found) >= SCAN_LIMIT
@@ -92,7 +92,13 @@ class ChangeFeed:
         self._prune_now_and_then(now)
         return Read(events, more)
 
-    def _start(self, now: float) -> Horizon:
+    def start(self) -> Horizon:
+        """Start the cursor at the newest change: what commits from now on is read.
+
+        The hub calls this when its poll starts, before its streams count as open; a read
+        starts it when nothing did.
+        """
+        now = time.monotonic()
         newest = changes.latest_id()
         out_of_order = changes.ids_can_commit_out_of_order()
         base = max(0, newest - START_WINDOW) if out_of_order else newest

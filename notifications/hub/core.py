@@ -489,8 +489,14 @@ class Hub:
         return not (vendor == "sqlite" or (vendor == "postgresql" and self.listening))
 
     async def _start(self) -> Horizon:
-        """Start the cursor at the newest id; streams subscribed so far take it as horizon."""
+        """Start the cursor at the newest id; streams subscribed so far take it as horizon.
+
+        The change log's cursor starts here too, before any stream counts as placed: a read
+        or deletion that commits once a stream is open is read after it, even one that
+        commits before the poll first reads the log.
+        """
         start = await self.run(queries.start)
+        await self.run(self._changes.start)
         vendor = connections[queries.database_alias()].vendor
         horizon = self._horizon = Horizon(
             start.newest_id,
