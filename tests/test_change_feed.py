@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.contrib.auth.models import AbstractUser
-from django.db import connection
+from django.db import OperationalError, connection
 from django.utils import timezone
 
 from notifications import inbox
@@ -83,6 +83,26 @@ def test_the_change_log_is_pruned_after_the_retention(alice: AbstractUser, setti
     Change.objects.update(created=timezone.now() - timedelta(seconds=31))
     ChangeFeed().read({alice.pk})
     assert not Change.objects.exists()
+
+
+def test_a_prune_that_fails_loses_no_change(
+    alice: AbstractUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (row,) = make(alice, 1)
+    feed = ChangeFeed()
+    feed.read({alice.pk})
+    inbox.mark_read(alice.pk, [row.pk])
+
+    def locked() -> int:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(change_feed.changes, "prune", locked)
+    monkeypatch.setattr(feed, "_next_prune", 0.0)
+    with pytest.raises(OperationalError):
+        feed.read({alice.pk})
+    read = feed.read({alice.pk})
+
+    assert [e.data["ids"] for e in read.events[alice.pk]] == [[row.pk]]
 
 
 @contextlib.contextmanager

@@ -72,6 +72,8 @@ class ChangeFeed:
         comes after the event, and its `notification` event adds one for the browser.
         """
         now = time.monotonic()
+        # First: a prune that fails (a lock held elsewhere) must not lose events made below.
+        self._prune_now_and_then(now)
         horizon = self.horizon or self.start()
         found = {c.pk: c for c in changes.after(horizon.max_seen, SCAN_LIMIT)}
         horizon.add_scanned([(pk, 0) for pk in found], now)
@@ -89,7 +91,6 @@ class ChangeFeed:
         # Cleared only once the events are made: if counting fails, the next read sends them.
         events = self._events(self._unsent, users, up_to)
         self._unsent = []
-        self._prune_now_and_then(now)
         return Read(events, more)
 
     def start(self) -> Horizon:
