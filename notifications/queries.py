@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import reduce
 from operator import or_
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import connections, models, router, transaction
 from django.db.models import Q, QuerySet
@@ -45,25 +45,66 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
 def claim(ids: Sequence[int]) -> list[Notification]:
     """Mark these notifications dispatched where they are not yet; return the ones this call set.
 
-    Ordered by id. A row another claimer got first is left out: it is theirs to send.
+    Ordered by id. A row another claimer got first is left out: it is theirs to send. The
+    rows come from the UPDATE's RETURNING, whole: a broadcast's claim is its only read.
     """
     claimed: list[Notification] = []
     now = timezone.now()
     alias = database_alias()
+    connection = connections[alias]
+    table = _table(alias)
+    # Every column the stream sends: a deferred one would cost a query per row.
+    columns = ", ".join(connection.ops.quote_name(name) for name in _COLUMNS)
     # All chunks or none: a row claimed by a chunk whose result is lost would never be sent.
-    with transaction.atomic(using=alias):
-        for chunk in _chunks(sorted(set(ids))):
-            placeholders = ", ".join(["%s"] * len(chunk))
-            sql = (
-                f"UPDATE {_table(alias)} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
-                f"WHERE id IN ({placeholders}) AND dispatched = %s "
-                # Every column the stream sends: a deferred one would cost a query per row.
-                "RETURNING id, user_id, text, created, dispatched, dispatched_at, read_at, url, "
-                "level"
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        for where, params in _id_filters(alias, sorted(set(ids))):
+            cursor.execute(
+                f"UPDATE {table} SET dispatched = %s, dispatched_at = %s "  # noqa: S608
+                f"WHERE {where} AND dispatched = %s RETURNING {columns}",
+                [True, now, *params, False],
             )
-            claimed.extend(Notification.objects.raw(sql, [True, now, *chunk, False], using=alias))
+            claimed.extend(_load(alias, cursor.fetchall()))
     claimed.sort(key=lambda n: n.pk)
     return claimed
+
+
+# The columns a claim returns, in the model's order: Model.from_db() takes them positionally.
+_COLUMNS = [field.column for field in Notification._meta.concrete_fields if field.column]
+_ATTNAMES = [field.attname for field in Notification._meta.concrete_fields]
+assert len(_COLUMNS) == len(_ATTNAMES)
+
+
+def _id_filters(alias: str, ids: Sequence[int]) -> Iterable[tuple[str, list[Any]]]:
+    """Yield (WHERE clause, parameters) pairs that together select these ids.
+
+    PostgreSQL takes them all as one array parameter: one statement, planned once, where a
+    10,000-id IN list would be 20 statements of 500 parameters (measured: 235 ms against
+    90 ms for a SELECT of 10,000 rows). Elsewhere, IN lists of CHUNK_SIZE.
+    """
+    if connections[alias].vendor == "postgresql":
+        if ids:
+            yield "id = ANY(%s)", [list(ids)]
+        return
+    for chunk in _chunks(ids):
+        yield f"id IN ({', '.join(['%s'] * len(chunk))})", list(chunk)
+
+
+def _load(alias: str, rows: Iterable[Sequence[Any]]) -> Iterable[Notification]:
+    """Turn raw rows of _COLUMNS into Notifications, converted as the ORM would convert them
+    (SQLite returns datetimes as text)."""
+    connection = connections[alias]
+    converters = []
+    for index, field in enumerate(Notification._meta.concrete_fields):
+        column = field.get_col(Notification._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if found:
+            converters.append((index, column, found))
+    for row in rows:
+        values = list(row)
+        for index, column, functions in converters:
+            for convert in functions:
+                values[index] = convert(values[index], column, connection)
+        yield Notification.from_db(alias, _ATTNAMES, values)
 
 
 def release(ids: Sequence[int]) -> int:
@@ -264,18 +305,26 @@ class Deliverable(NamedTuple):
 def deliverable(ids: Sequence[int]) -> Deliverable:
     """Claim the undispatched ones among these notifications, then return them all, by id.
 
-    Claimed first and read after, so each row says whether it is dispatched now.
+    Claimed first and read after, so each row says whether it is dispatched now; only the
+    rows another claimer got are read again.
     """
     claimed = claim(ids) if ids else []
-    return Deliverable(fetch(ids), frozenset(n.pk for n in claimed))
+    taken = {n.pk for n in claimed}
+    rows = claimed + fetch(pk for pk in ids if pk not in taken)
+    rows.sort(key=lambda n: n.pk)
+    return Deliverable(rows, frozenset(taken))
 
 
 def fetch(ids: Iterable[int]) -> list[Notification]:
     """Return these notifications (those that exist), in id order."""
     rows: list[Notification] = []
     alias = database_alias()
-    for chunk in _chunks(sorted(set(ids))):
-        rows.extend(Notification.objects.using(alias).filter(pk__in=chunk))
+    connection = connections[alias]
+    columns = ", ".join(connection.ops.quote_name(name) for name in _COLUMNS)
+    with connection.cursor() as cursor:
+        for where, params in _id_filters(alias, sorted(set(ids))):
+            cursor.execute(f"SELECT {columns} FROM {_table(alias)} WHERE {where}", params)  # noqa: S608
+            rows.extend(_load(alias, cursor.fetchall()))
     rows.sort(key=lambda n: n.pk)
     return rows
 
@@ -310,7 +359,7 @@ def catch_up(bounds: Mapping[int, tuple[int, int]], since: datetime) -> list[Not
         )
     if not candidates:
         return []
-    return fetch(n.pk for n in claim(candidates))
+    return claim(candidates)
 
 
 def notify(channel: str, payload: str) -> None:

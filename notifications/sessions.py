@@ -74,8 +74,12 @@ class SessionCache:
         self.earliest_expiry: datetime | None = None
 
 
+# session_users(): read the database's change token in this call.
+READ_TOKEN: Any = object()
+
+
 def session_users(
-    session_keys: Collection[str], cache: SessionCache | None = None
+    session_keys: Collection[str], cache: SessionCache | None = None, *, token: Any = READ_TOKEN
 ) -> dict[str, int]:
     """Return the id of the active user logged in with each session key that is still valid.
 
@@ -83,11 +87,15 @@ def session_users(
     Pass the same `cache` to repeated checks of the same keys to make them cheap: when nothing
     was committed to the database since the last check, no session has expired since, and no
     key is new, the last answer stands without reading a session or a user.
+
+    `token`: the value of change_token() read before this call, for a check split into parts
+    that share one reading of it (READ_TOKEN: this call reads it).
     """
     if cache is None:
         return _check(session_keys, SessionCache())
     keys = frozenset(session_keys)
-    token = _database_token()
+    if token is READ_TOKEN:
+        token = change_token()
     if (
         token is not None
         and token == cache.token
@@ -100,7 +108,7 @@ def session_users(
     return valid
 
 
-def _database_token() -> Any:
+def change_token() -> Any:
     """Return a value that changes whenever anything is committed to the database.
 
     None when there is no such value, or when a session's validity can depend on something

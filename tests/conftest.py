@@ -9,10 +9,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asgiref.sync import SyncToAsync
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import connections
-from django.test import Client
 
 from notifications.hub import Hub, get_hub
 
@@ -22,8 +20,10 @@ from .support import (
     MIRROR,
     DaphneServer,
     PgBouncer,
+    make_user,
     pgbouncer_path,
     server_env,
+    session_for,
     start_daphne,
     start_pgbouncer,
 )
@@ -97,18 +97,6 @@ async def hub() -> AsyncIterator[Hub]:
     hub = get_hub()
     yield hub
     await hub.aclose()
-
-
-def make_user(username: str, **extra: object) -> AbstractUser:
-    user = get_user_model().objects.create_user(username=username, password=None, **extra)
-    assert isinstance(user, AbstractUser)
-    return user
-
-
-def session_for(user: AbstractUser) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies["sessionid"].value
 
 
 @pytest.fixture

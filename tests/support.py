@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.db import connection, transaction
+from django.test import Client
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from notifications.models import Notification
@@ -317,3 +319,15 @@ async def checked_context(browser: Any) -> AsyncIterator[Any]:
     finally:
         await context.close()
     assert errors == [], "the pages logged errors"
+
+
+def make_user(username: str, **extra: object) -> AbstractUser:
+    user = get_user_model().objects.create_user(username=username, password=None, **extra)
+    assert isinstance(user, AbstractUser)
+    return user
+
+
+def session_for(user: AbstractUser) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value

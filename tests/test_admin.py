@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from notifications.models import Notification
 
-from .conftest import make_user
+from .support import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.urls import reverse
 from notifications import api, inbox
 from notifications.models import Change, Notification
 
-from .conftest import make_user
+from .support import make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_change_log")]
 

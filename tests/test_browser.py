@@ -25,8 +25,7 @@ from django.utils import timezone
 
 from notifications.models import Notification
 
-from .conftest import make_user, session_for
-from .support import DaphneServer, checked_context, server_env, start_daphne
+from .support import DaphneServer, checked_context, make_user, server_env, session_for, start_daphne
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -21,8 +21,7 @@ from django.core.exceptions import ValidationError
 from notifications.models import Notification
 from notifications.services import send_bulk, send_notification
 
-from .conftest import session_for
-from .support import DaphneServer, checked_context, server_env, start_daphne
+from .support import DaphneServer, checked_context, server_env, session_for, start_daphne
 
 pytestmark = [
     pytest.mark.postgresql,

@@ -19,7 +19,7 @@ from notifications.hub import Hub, StreamRefused
 from notifications.models import Notification
 from notifications.stream import notification_stream
 
-from .support import MIRROR, OpenTransaction, ids_in, next_chunk, wait_until
+from .support import MIRROR, OpenTransaction, ids_in, next_chunk, session_for, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 
@@ -390,6 +390,35 @@ async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
     hub.unsubscribe(late)
 
 
+async def test_a_check_in_parts_ends_only_the_streams_whose_session_ended(
+    hub: Hub, alice: AbstractUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications import sessions
+    from notifications.hub import session_checks
+
+    monkeypatch.setattr(session_checks, "PART_SIZE", 2)
+    keys = [await sync_to_async(session_for)(alice) for _ in range(5)]
+    parts: list[int] = []
+    real = sessions.session_users
+
+    def counted(keys: Any, **kwargs: Any) -> dict[str, int]:
+        parts.append(len(keys))
+        return real(keys, **kwargs)
+
+    monkeypatch.setattr(sessions, "session_users", counted)
+    streams = [hub.subscribe(alice.pk, key) for key in keys]
+    await wait_until(lambda: len(parts) >= 3, what="a first check")
+    # Five keys in parts of about two: three jobs, each key in one of them.
+    assert len(parts) == 3 and sum(parts) == 5
+
+    await Session.objects.filter(session_key=keys[3]).adelete()
+
+    await wait_until(lambda: streams[3].closed, what="the stream of the deleted session to end")
+    assert [s.closed for s in streams] == [False, False, False, True, False]
+    for subscription in streams:
+        hub.unsubscribe(subscription)
+
+
 # Admission.
 
 
@@ -443,7 +472,6 @@ async def test_a_place_whose_stream_never_started_is_freed_by_the_sweep(
 async def test_streams_opening_together_are_authenticated_in_one_check(
     hub: Hub, alice: AbstractUser, bob: AbstractUser
 ) -> None:
-    from .conftest import session_for
 
     keys = [await sync_to_async(session_for)(u) for u in (alice, bob) for _ in range(25)]
     queries = hub.stats.session_queries

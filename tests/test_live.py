@@ -17,12 +17,12 @@ from httpx_sse import ServerSentEvent
 
 from notifications.models import Notification
 
-from .conftest import session_for
 from .support import (
     SERVER_APPLICATION_NAME,
     DaphneServer,
     StreamReader,
     server_env,
+    session_for,
     start_daphne,
     wait_until,
 )
@@ -237,7 +237,7 @@ async def test_static_files_are_served_with_debug_off(client: Client) -> None:
 async def test_logging_in_through_the_form_opens_the_page_and_its_stream(
     daphne_server: DaphneServer, transactional_db: None
 ) -> None:
-    from .conftest import make_user
+    from .support import make_user
 
     def make_carol() -> int:
         carol = make_user("carol")

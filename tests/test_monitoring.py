@@ -20,8 +20,7 @@ from notifications import monitoring
 from notifications.hub import Hub
 from notifications.models import Notification
 
-from .conftest import make_user
-from .support import DaphneServer, server_env, start_daphne, wait_until
+from .support import DaphneServer, make_user, server_env, start_daphne, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_poll")]
 

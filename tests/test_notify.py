@@ -14,8 +14,7 @@ from django.core.management import CommandError, call_command
 
 from notifications.models import Notification
 
-from .conftest import make_user
-from .support import PROJECT, database_url
+from .support import PROJECT, database_url, make_user
 
 
 def notify(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

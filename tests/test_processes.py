@@ -16,7 +16,6 @@ from django.contrib.auth.models import AbstractUser
 
 from notifications.models import Notification
 
-from .conftest import session_for
 from .support import (
     DaphneServer,
     OpenTransaction,
@@ -24,6 +23,7 @@ from .support import (
     StreamReader,
     database_url,
     server_env,
+    session_for,
     start_daphne,
     wait_until,
 )

@@ -12,7 +12,7 @@ from django.utils import timezone
 from notifications.management.commands.purge_notifications import parse_age
 from notifications.models import Notification
 
-from .conftest import make_user
+from .support import make_user
 
 pytestmark = pytest.mark.django_db
 

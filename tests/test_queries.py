@@ -13,8 +13,7 @@ from django.utils import timezone
 from notifications import queries
 from notifications.models import Notification
 
-from .conftest import make_user
-from .support import MIRROR
+from .support import MIRROR, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

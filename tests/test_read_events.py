@@ -19,8 +19,7 @@ from httpx_sse import ServerSentEvent
 
 from notifications.models import Notification
 
-from .conftest import session_for
-from .support import DaphneServer, StreamReader, server_env, start_daphne
+from .support import DaphneServer, StreamReader, server_env, session_for, start_daphne
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

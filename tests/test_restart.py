@@ -13,8 +13,7 @@ from django.contrib.auth.models import AbstractUser
 
 from notifications.models import Notification
 
-from .conftest import session_for
-from .support import StreamReader, server_env, start_daphne, wait_until
+from .support import StreamReader, server_env, session_for, start_daphne, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,8 +16,7 @@ from django.db import IntegrityError
 from notifications import services
 from notifications.models import Notification
 
-from .conftest import make_user
-from .support import MIRROR
+from .support import MIRROR, make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from notifications.sessions import SessionCache, session_users
 
-from .conftest import make_user, session_for
+from .support import make_user, session_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

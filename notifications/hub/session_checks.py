@@ -1,13 +1,24 @@
 """Session checks: the streams whose session ended (logout, expiry, a password change) or
-whose user was deactivated, found for all of a hub's streams in one batch."""
+whose user was deactivated, found for all of a hub's streams in a few batches.
+
+The hub's worker runs its claims and these checks one at a time. A check of thousands of
+sessions reads and judges each of them whenever anything was committed since the last one,
+so it is split into parts of about PART_SIZE keys, each a job of its own: a claim queued
+meanwhile waits for one part, not for the whole check.
+"""
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Collection
 
 from .. import sessions
 from .subscription import Subscription
 from .worker import Worker
+
+# Session keys per part of a check.
+PART_SIZE = 500
 
 
 class SessionChecker:
@@ -15,11 +26,25 @@ class SessionChecker:
 
     def __init__(self, runner: Worker) -> None:
         self._worker = runner
-        self._cache = sessions.SessionCache()
+        # One cache per part: a part whose keys are unchanged since the database last
+        # changed costs nothing.
+        self._caches: list[sessions.SessionCache] = [sessions.SessionCache()]
 
     async def ended(self, subscriptions: Collection[Subscription]) -> list[Subscription]:
         """Return the subscriptions whose session no longer logs in their user."""
-        valid = await self._worker.run_session_queries(
-            sessions.session_users, {s.session_key for s in subscriptions}, cache=self._cache
-        )
+        keys = {s.session_key for s in subscriptions}
+        parts = max(1, math.ceil(len(keys) / PART_SIZE))
+        if parts != len(self._caches):
+            self._caches = [sessions.SessionCache() for _ in range(parts)]
+        by_part: list[set[str]] = [set() for _ in range(parts)]
+        for key in keys:
+            # A key stays in its part while the number of parts stays: its cache knows it.
+            by_part[zlib.crc32(key.encode()) % parts].add(key)
+        # Read once, before every part: a commit after it makes the next check judge again.
+        token = await self._worker.run_session_queries(sessions.change_token)
+        valid: dict[str, int] = {}
+        for part, cache in zip(by_part, self._caches, strict=True):
+            valid |= await self._worker.run_session_queries(
+                sessions.session_users, part, cache=cache, token=token
+            )
         return [s for s in subscriptions if not s.closed and valid.get(s.session_key) != s.user_id]
