@@ -73,6 +73,65 @@ async def test_nothing_is_claimed_for_a_user_without_a_stream(
     hub.unsubscribe(subscription)
 
 
+async def test_rows_beyond_a_hand_out_batch_follow_at_the_next_polls_in_order(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from notifications.hub import core
+
+    monkeypatch.setattr(core, "HAND_BATCH", 2)
+    scans, held = threading.Event(), threading.Event()
+    scans.set()
+    real_read = core._read
+
+    def gated_read(*args: Any, **kwargs: Any) -> Any:
+        if not scans.is_set():
+            held.set()
+        scans.wait(timeout=10)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(core, "_read", gated_read)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    # Five rows and a read change, committed together while no scan runs: the next poll
+    # reads them all, the change included.
+    scans.clear()
+    await wait_until(held.is_set, what="a poll that waits to scan")
+    rows = await sync_to_async(send_bulk_and_mark_the_first_read)(alice, 5)
+    scans.set()
+
+    seen: list[int] = []
+    chunks = []
+    while len(seen) < 5:
+        chunk = await next_chunk(stream)
+        chunks.append(chunk)
+        seen += ids_in(chunk)
+    assert seen == rows
+    assert hub.stats.claimed == 5
+    # The read event comes once every row is handed out, after the last of them.
+    events = "".join(chunks)
+    if "event: read" not in events:
+        events += await next_chunk(stream)
+    assert f'event: read\ndata: {{"ids": [{rows[0]}], "unread": 4}}' in events
+    assert events.index("event: read") > events.index(f"id: {rows[-1]}\n")
+    await stream.aclose()
+
+
+def send_bulk_and_mark_the_first_read(user: AbstractUser, count: int) -> list[int]:
+    """Insert `count` rows for the user and mark the first read, in one transaction."""
+    from django.db import transaction
+
+    from notifications import inbox
+    from notifications.hub import notifications_created
+
+    with transaction.atomic():
+        created = Notification.objects.bulk_create(
+            [Notification(user=user, text=str(i)) for i in range(count)]
+        )
+        inbox.mark_read(user.pk, [created[0].pk])
+        notifications_created()
+    return [n.pk for n in created]
+
+
 async def test_one_query_per_poll_however_many_streams(hub: Hub, settings: object) -> None:
     settings.NOTIFICATIONS_SESSION_CHECK_INTERVAL = 3600  # type: ignore[attr-defined]
     for user_id in range(1, 201):

@@ -46,6 +46,11 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Rows claimed and handed to the streams per poll. Smaller than queries.SCAN_LIMIT: the
+# streams write one batch while the worker claims the next, and the first of a broadcast's
+# rows go out before the last are claimed.
+HAND_BATCH = 1000
+
 # Least seconds between two polls, so a burst of wake-ups is read in few queries; after a poll
 # whose queries took long (a large burst), twice their duration.
 MIN_POLL_GAP = 0.01
@@ -454,7 +459,9 @@ class Hub:
         self._late_to_hand.extend(row for row in late if row[1] in self._subscriptions)
         seconds = read.seconds + await self._hand_out()
         more_changes = False
-        if self._changes_wanted():
+        # Once every row read is handed out: an event's unread count covers what the streams
+        # have (what is still to hand is handed at the next polls, at once).
+        if self._changes_wanted() and not self._to_hand:
             # After the notifications: an event's unread count covers what was handed out.
             started = time.monotonic()
             self._changes_due = False
@@ -472,7 +479,11 @@ class Hub:
             self._changes_due = self._changes_due or more_changes
             seconds += time.monotonic() - started
         self._query_seconds = seconds
-        return len(read.rows) >= queries.SCAN_LIMIT or bool(self._to_release) or more_changes
+        return (
+            len(read.rows) >= queries.SCAN_LIMIT
+            or bool(self._to_release or self._to_hand)
+            or more_changes
+        )
 
     def _changes_wanted(self) -> bool:
         """Whether this poll reads the change log too.
@@ -531,7 +542,8 @@ class Hub:
             }
             for user_id in catch_up:
                 del self._new_users[user_id]
-        normal, late = self._to_hand, self._late_to_hand
+        # A batch at a time: the streams send one batch while the worker claims the next.
+        normal, late = self._to_hand[:HAND_BATCH], self._late_to_hand
         if not (normal or late or catch_up):
             return 0.0
         ids = [pk for pk, _ in late] + [pk for pk, _ in normal]
@@ -542,7 +554,7 @@ class Hub:
                 if user_id in self._subscriptions:
                     self._new_users.setdefault(user_id, up_to)
             raise
-        self._to_hand, self._late_to_hand = [], []
+        self._to_hand, self._late_to_hand = self._to_hand[len(normal) :], []
         self.stats.claimed += len(handed.claimed)
         for notification in [*handed.caught_up, *handed.rows]:
             if notification.pk in handed.claimed:
