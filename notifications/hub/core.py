@@ -49,7 +49,7 @@ T = TypeVar("T")
 # Rows claimed and handed to the streams per poll. Smaller than queries.SCAN_LIMIT: the
 # streams write one batch while the worker claims the next, and the first of a broadcast's
 # rows go out before the last are claimed.
-HAND_BATCH = 1000
+HAND_BATCH = 2500
 
 # Least seconds between two polls, so a burst of wake-ups is read in few queries; after a poll
 # whose queries took long (a large burst), twice their duration.
