@@ -459,10 +459,9 @@ class Hub:
         self._late_to_hand.extend(row for row in late if row[1] in self._subscriptions)
         seconds = read.seconds + await self._hand_out()
         more_changes = False
-        # Once every row read is handed out: an event's unread count covers what the streams
-        # have (what is still to hand is handed at the next polls, at once).
+        # After the notifications, once every row read is handed out (the rest of a large
+        # batch goes at the next polls, at once): an event's unread count covers them.
         if self._changes_wanted() and not self._to_hand:
-            # After the notifications: an event's unread count covers what was handed out.
             started = time.monotonic()
             self._changes_due = False
             self._next_changes_read = started + CHANGES_FALLBACK
