@@ -54,7 +54,7 @@ def claim(ids: Sequence[int]) -> list[Notification]:
     connection = connections[alias]
     table = _table(alias)
     # Every column the stream sends: a deferred one would cost a query per row.
-    columns = ", ".join(connection.ops.quote_name(name) for name in _COLUMNS)
+    columns = _column_list(alias)
     # All chunks or none: a row claimed by a chunk whose result is lost would never be sent.
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         for where, params in _id_filters(alias, sorted(set(ids))):
@@ -72,6 +72,10 @@ def claim(ids: Sequence[int]) -> list[Notification]:
 _COLUMNS = [field.column for field in Notification._meta.concrete_fields if field.column]
 _ATTNAMES = [field.attname for field in Notification._meta.concrete_fields]
 assert len(_COLUMNS) == len(_ATTNAMES)
+
+
+def _column_list(alias: str) -> str:
+    return ", ".join(connections[alias].ops.quote_name(name) for name in _COLUMNS)
 
 
 def _id_filters(alias: str, ids: Sequence[int]) -> Iterable[tuple[str, list[Any]]]:
@@ -320,7 +324,7 @@ def fetch(ids: Iterable[int]) -> list[Notification]:
     rows: list[Notification] = []
     alias = database_alias()
     connection = connections[alias]
-    columns = ", ".join(connection.ops.quote_name(name) for name in _COLUMNS)
+    columns = _column_list(alias)
     with connection.cursor() as cursor:
         for where, params in _id_filters(alias, sorted(set(ids))):
             cursor.execute(f"SELECT {columns} FROM {_table(alias)} WHERE {where}", params)  # noqa: S608

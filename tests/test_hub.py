@@ -422,8 +422,6 @@ async def test_a_stream_opened_during_a_session_check_is_not_ended_by_it(
     bob_session: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import threading
-
     from notifications import sessions
 
     real = sessions.session_users
@@ -568,8 +566,6 @@ async def test_a_resumed_stream_replays_up_to_its_horizon_and_every_stream_gets_
 async def test_what_an_abandoned_replay_claims_is_released(
     hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-
     from notifications import queries
     from notifications.hub import worker
 
