@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from importlib import import_module
 from typing import Any
@@ -72,6 +72,9 @@ class SessionCache:
         self.keys: frozenset[str] = frozenset()
         self.valid: dict[str, int] = {}
         self.earliest_expiry: datetime | None = None
+        # fingerprints()'s digest of the rows the last full check read, read before it (None
+        # until a check had one).
+        self.fingerprint: str | None = None
 
 
 # session_users(): read the database's change token in this call.
@@ -79,7 +82,11 @@ READ_TOKEN: Any = object()
 
 
 def session_users(
-    session_keys: Collection[str], cache: SessionCache | None = None, *, token: Any = READ_TOKEN
+    session_keys: Collection[str],
+    cache: SessionCache | None = None,
+    *,
+    token: Any = READ_TOKEN,
+    fingerprint: str | None = None,
 ) -> dict[str, int]:
     """Return the id of the active user logged in with each session key that is still valid.
 
@@ -90,6 +97,11 @@ def session_users(
 
     `token`: the value of change_token() read before this call, for a check split into parts
     that share one reading of it (READ_TOKEN: this call reads it).
+
+    `fingerprint`: what fingerprints() read for these keys and this cache before this call.
+    When the token moved (anything was committed) but the fingerprint is the one read before
+    the last full check, none of these sessions and none of their users changed: the last
+    answer stands too.
     """
     if cache is None:
         return _check(session_keys, SessionCache())
@@ -98,14 +110,74 @@ def session_users(
         token = change_token()
     if (
         token is not None
-        and token == cache.token
         and keys <= cache.keys
         and (cache.earliest_expiry is None or timezone.now() < cache.earliest_expiry)
+        and (token == cache.token or (fingerprint is not None and fingerprint == cache.fingerprint))
     ):
+        cache.token = token
         return {k: cache.valid[k] for k in keys if k in cache.valid}
     valid = _check(keys, cache)
     cache.token, cache.keys, cache.valid = token, keys, valid
+    cache.fingerprint = fingerprint
     return valid
+
+
+def fingerprints(parts: Sequence[tuple[Collection[str], SessionCache]]) -> list[str | None]:
+    """Return, for each part of a check, a digest of the row versions of its sessions and of
+    the users its cache knows; None where the database offers none (all but PostgreSQL).
+
+    On PostgreSQL a row's `xmin` (the transaction that wrote this version of it) and `ctid`
+    (where the version lies) change whenever the row is updated; a deleted row drops out.
+    So the digest moves with every change to these sessions and users, and with nothing
+    else: a commit elsewhere (a notification, another user's login) leaves it. One query for
+    every part: a check of thousands of sessions while rows flow costs it, not a reading of
+    every session and user. Call it only where change_token() gives a token (the sessions and
+    users in one database, judged by their rows alone).
+    """
+    session_model = _session_model()
+    if session_model is None or not parts:
+        return [None] * len(parts)
+    alias = router.db_for_read(session_model)
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return [None] * len(parts)
+    user_model = get_user_model()
+    user_pk = user_model._meta.pk
+    session_pk = session_model._meta.pk
+    assert user_pk is not None and session_pk is not None
+    keys: list[str] = []
+    key_parts: list[int] = []
+    user_ids: list[Any] = []
+    user_parts: list[int] = []
+    for number, (part_keys, cache) in enumerate(parts):
+        for key in part_keys:
+            if _plausible(key):
+                keys.append(key)
+                key_parts.append(number)
+        for pk in {pk for _, pk in cache.users}:
+            user_ids.append(user_pk.get_db_prep_value(pk, connection, prepared=False))
+            user_parts.append(number)
+    quote = connection.ops.quote_name
+    sql = f"""
+        SELECT part, md5(string_agg(version, ',' ORDER BY version)) FROM (
+            SELECT k.part, 's' || s.{quote(session_pk.column)}::text || '/' || s.xmin::text
+                   || '/' || s.ctid::text AS version
+              FROM unnest(%s::text[], %s::int[]) AS k(key, part)
+              JOIN {quote(session_model._meta.db_table)} AS s
+                ON s.{quote(session_pk.column)} = k.key
+            UNION ALL
+            SELECT u.part, 'u' || t.{quote(user_pk.column)}::text || '/' || t.xmin::text
+                   || '/' || t.ctid::text
+              FROM unnest(%s::{user_pk.cast_db_type(connection)}[], %s::int[]) AS u(id, part)
+              JOIN {quote(user_model._meta.db_table)} AS t ON t.{quote(user_pk.column)} = u.id
+        ) AS versions
+        GROUP BY part
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [keys, key_parts, user_ids, user_parts])
+        found = dict(cursor.fetchall())
+    # A part with no row left at all has a digest too: the empty one.
+    return [found.get(number, "") for number in range(len(parts))]
 
 
 def change_token() -> Any:

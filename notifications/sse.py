@@ -30,7 +30,11 @@ def event(data: str, *, id: str | int | None = None, event: str | None = None) -
         lines.append(f"id: {_check_field('id', str(id))}\n")
     if event is not None:
         lines.append(f"event: {_check_field('event name', event)}\n")
-    lines.extend(f"data: {line}\n" for line in _LINE_BREAK.split(data))
+    if "\n" in data or "\r" in data:
+        lines.extend(f"data: {line}\n" for line in _LINE_BREAK.split(data))
+    else:
+        # One line, as every JSON payload is: no split (an event per stream per row).
+        lines.append(f"data: {data}\n")
     lines.append("\n")
     return "".join(lines)
 
@@ -56,6 +60,10 @@ def retry(milliseconds: int) -> str:
     return f"retry: {int(milliseconds)}\n\n"
 
 
+# One encoder for every event: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def json_data(value: Any) -> str:
     """Return `value` as JSON on a single line that every SSE line splitter keeps whole."""
-    return json.dumps(value, ensure_ascii=False).translate(_JSON_ESCAPES)
+    return _ENCODER.encode(value).translate(_JSON_ESCAPES)

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 EVENT_NAME = "notification"
 
+KEEPALIVE = sse.comment("keepalive").encode()
+
 
 def encode(notification: Notification) -> str:
     """Return the SSE event for one notification."""
@@ -40,7 +42,7 @@ class NotificationStream:
         self._loop = asyncio.get_running_loop()
         self._iterator = notification_stream(hub, subscription)
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterator
 
     def close(self) -> None:
@@ -49,7 +51,7 @@ class NotificationStream:
             self._loop.call_soon_threadsafe(self._hub.unsubscribe, self._subscription)
 
 
-async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIterator[str]:
+async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIterator[bytes]:
     """Yield the subscription's notifications as SSE: replay after its cursor, then live.
 
     Subscribed first and replaying second: the replay covers the rows after the cursor up to
@@ -74,7 +76,7 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
         with contextlib.suppress(TimeoutError):
             await hub.placed(subscription)
         # daphne sends the status line and headers only with the first body chunk.
-        yield sse.retry(conf.retry_milliseconds())
+        yield sse.retry(conf.retry_milliseconds()).encode()
         if subscription.closed:
             reason = "refused"
             return
@@ -97,9 +99,10 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 return
             subscription.mark_replayed({n.pk for n in rows})
             if rows:
-                chunk, highest = _encode_in_order(rows, highest)
+                text, highest = _encode_in_order(rows, highest)
+                chunk = text.encode()
                 sent_events += len(rows)
-                sent_bytes += len(chunk.encode())
+                sent_bytes += len(chunk)
                 yield chunk
         keepalive = conf.keepalive()
         max_bytes = conf.stream_max_bytes()
@@ -114,14 +117,15 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 reason = "session ended"
                 return
             if not batch:
-                comment = sse.comment("keepalive")
-                sent_bytes += len(comment)
-                yield comment
+                sent_bytes += len(KEEPALIVE)
+                yield KEEPALIVE
                 continue
-            chunk, highest, count = _encode_batch(batch, highest)
-            if chunk:
+            text, highest, count = _encode_batch(batch, highest)
+            if text:
+                # Bytes, encoded once: Django passes them on as they are.
+                chunk = text.encode()
                 sent_events += count
-                sent_bytes += len(chunk.encode())
+                sent_bytes += len(chunk)
                 yield chunk
     finally:
         hub.unsubscribe(subscription)

@@ -212,8 +212,11 @@ def ids_in(chunk: str) -> list[int]:
 
 
 async def next_chunk(stream: object, timeout: float = 10) -> str:
-    """Return the next chunk a stream generator yields, failing after `timeout` seconds."""
-    return await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]
+    """Return the next chunk a stream generator yields, as UTF-8 text (the stream yields
+    bytes), failing after `timeout` seconds."""
+    chunk = await asyncio.wait_for(anext(stream), timeout)  # type: ignore[call-overload]
+    assert isinstance(chunk, bytes), f"the stream yields bytes, not {type(chunk).__name__}"
+    return chunk.decode()
 
 
 # A second database alias on the test database itself: what a router points at is then

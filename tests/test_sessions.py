@@ -12,7 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications.sessions import SessionCache, session_users
+from notifications.models import Notification
+from notifications.sessions import SessionCache, change_token, fingerprints, session_users
 
 from .support import make_user, session_for
 
@@ -112,7 +113,14 @@ class HubThread:
                 return execute(sql, *args)
 
             with connection.execute_wrapper(record):
-                return session_users(keys, cache=self.cache), statements
+                # As the hub's session checker does: the token, a fingerprint where the token
+                # moved, then the check.
+                token = change_token()
+                digest = None
+                if token is not None and self.cache.token not in (None, token):
+                    [digest] = fingerprints([(keys, self.cache)])
+                valid = session_users(keys, cache=self.cache, token=token, fingerprint=digest)
+                return valid, statements
 
         return self._pool.submit(run).result(10)
 
@@ -138,6 +146,50 @@ def test_a_warm_cache_still_sees_every_change(
     change(alice, key)  # type: ignore[operator]
 
     assert hub_thread.check([key])[0] == {}
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("change", [_delete, _expire, _deactivate, _change_password])
+def test_commits_elsewhere_cost_a_fingerprint_and_a_change_is_still_seen(
+    alice: AbstractUser, bob: AbstractUser, change: object, hub_thread: HubThread
+) -> None:
+    key = session_for(alice)
+    assert hub_thread.check([key])[0] == {key: alice.pk}
+    for _ in range(2):  # the first check read no fingerprint: the second is a full one too
+        Notification.objects.create(user=bob, text="a commit elsewhere")
+        valid, statements = hub_thread.check([key])
+        assert valid == {key: alice.pk}
+    assert len(statements) == 2, statements  # the change token and the fingerprint
+    assert not any("session_data" in sql or "password" in sql for sql in statements)
+
+    change(alice, key)  # type: ignore[operator]
+
+    assert hub_thread.check([key])[0] == {}
+
+
+@pytest.mark.postgresql
+def test_a_fingerprint_moves_with_its_own_sessions_and_users_only(
+    alice: AbstractUser, bob: AbstractUser
+) -> None:
+    mine, theirs = session_for(alice), session_for(bob)
+    cache = SessionCache()
+    session_users([mine], cache=cache)  # the cache now knows alice
+    before = fingerprints([([mine], cache)])
+
+    bob.set_password("another password")
+    bob.save()
+    Session.objects.filter(session_key=theirs).delete()
+    assert fingerprints([([mine], cache)]) == before
+
+    alice.last_login = timezone.now()  # any change to the user's row
+    alice.save()
+    assert fingerprints([([mine], cache)]) != before
+
+
+@pytest.mark.sqlite
+def test_without_postgresql_there_is_no_fingerprint(alice: AbstractUser) -> None:
+    key = session_for(alice)
+    assert fingerprints([([key], SessionCache()), ([], SessionCache())]) == [None, None]
 
 
 def test_a_warm_cache_decodes_changed_session_data_again(

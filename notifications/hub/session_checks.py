@@ -4,7 +4,9 @@ whose user was deactivated, found for all of a hub's streams in a few batches.
 The hub's worker runs its claims and these checks one at a time. A check of thousands of
 sessions reads and judges each of them whenever anything was committed since the last one,
 so it is split into parts of about PART_SIZE keys, each a job of its own: a claim queued
-meanwhile waits for one part, not for the whole check.
+meanwhile waits for one part, not for the whole check. On PostgreSQL, where the change token
+moves with any commit at all, one query first tells which parts' rows changed
+(sessions.fingerprints()); the others keep their last answer.
 """
 
 from __future__ import annotations
@@ -42,9 +44,20 @@ class SessionChecker:
             by_part[zlib.crc32(key.encode()) % parts].add(key)
         # Read once, before every part: a commit after it makes the next check judge again.
         token = await self._worker.run_session_queries(sessions.change_token)
+        digests: list[str | None] = [None] * parts
+        # A part never checked is read in full anyway, and knows no user to fingerprint yet.
+        moved = [n for n, cache in enumerate(self._caches) if cache.token not in (None, token)]
+        if token is not None and moved:
+            # Something was committed: one query tells which parts' sessions and users it
+            # touched (on PostgreSQL); only those are read and judged again.
+            found = await self._worker.run_session_queries(
+                sessions.fingerprints, [(by_part[n], self._caches[n]) for n in moved]
+            )
+            for n, digest in zip(moved, found, strict=True):
+                digests[n] = digest
         valid: dict[str, int] = {}
-        for part, cache in zip(by_part, self._caches, strict=True):
+        for part, cache, digest in zip(by_part, self._caches, digests, strict=True):
             valid |= await self._worker.run_session_queries(
-                sessions.session_users, part, cache=cache, token=token
+                sessions.session_users, part, cache=cache, token=token, fingerprint=digest
             )
         return [s for s in subscriptions if not s.closed and valid.get(s.session_key) != s.user_id]
