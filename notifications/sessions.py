@@ -158,18 +158,20 @@ def fingerprints(parts: Sequence[tuple[Collection[str], SessionCache]]) -> list[
             user_ids.append(user_pk.get_db_prep_value(pk, connection, prepared=False))
             user_parts.append(number)
     quote = connection.ops.quote_name
+    assert session_pk.column is not None and user_pk.column is not None
+    key_column, user_column = quote(session_pk.column), quote(user_pk.column)
     sql = f"""
         SELECT part, md5(string_agg(version, ',' ORDER BY version)) FROM (
-            SELECT k.part, 's' || s.{quote(session_pk.column)}::text || '/' || s.xmin::text
+            SELECT k.part, 's' || s.{key_column}::text || '/' || s.xmin::text
                    || '/' || s.ctid::text AS version
               FROM unnest(%s::text[], %s::int[]) AS k(key, part)
               JOIN {quote(session_model._meta.db_table)} AS s
-                ON s.{quote(session_pk.column)} = k.key
+                ON s.{key_column} = k.key
             UNION ALL
-            SELECT u.part, 'u' || t.{quote(user_pk.column)}::text || '/' || t.xmin::text
+            SELECT u.part, 'u' || t.{user_column}::text || '/' || t.xmin::text
                    || '/' || t.ctid::text
               FROM unnest(%s::{user_pk.cast_db_type(connection)}[], %s::int[]) AS u(id, part)
-              JOIN {quote(user_model._meta.db_table)} AS t ON t.{quote(user_pk.column)} = u.id
+              JOIN {quote(user_model._meta.db_table)} AS t ON t.{user_column} = u.id
         ) AS versions
         GROUP BY part
     """
