@@ -104,7 +104,6 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 sent_events += len(rows)
                 sent_bytes += len(chunk)
                 yield chunk
-        keepalive = conf.keepalive()
         max_bytes = conf.stream_max_bytes()
         while True:
             if max_bytes and sent_bytes >= max_bytes:
@@ -112,7 +111,7 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 # the stream caps that buffer, and a reading client just reconnects.
                 reason = "byte budget spent"
                 return
-            batch = await subscription.next_batch(idle=keepalive)
+            batch = await subscription.next_batch()
             if batch is None:
                 reason = "session ended"
                 return

@@ -38,10 +38,36 @@ async def test_claimed_rows_go_to_every_stream_of_their_user_and_no_other(
     n = await Notification.objects.acreate(user=alice, text="for alice")
     m = await Notification.objects.acreate(user=bob, text="for bob")
 
-    assert [x.pk for x in await a1.next_batch(10) or []] == [n.pk]
-    assert [x.pk for x in await a2.next_batch(10) or []] == [n.pk]
-    assert [x.pk for x in await b.next_batch(10) or []] == [m.pk]
+    assert [x.pk for x in await asyncio.wait_for(a1.next_batch(), 10) or []] == [n.pk]
+    assert [x.pk for x in await asyncio.wait_for(a2.next_batch(), 10) or []] == [n.pk]
+    assert [x.pk for x in await asyncio.wait_for(b.next_batch(), 10) or []] == [m.pk]
     for s in (a1, a2, b):
+        hub.unsubscribe(s)
+
+
+async def test_a_pass_asks_the_quiet_streams_for_a_keepalive_and_no_other(
+    hub: Hub,
+    alice: AbstractUser,
+    alice_session: str,
+    bob: AbstractUser,
+    bob_session: str,
+    settings: Any,
+) -> None:
+    settings.NOTIFICATIONS_KEEPALIVE = 0.2  # a pass every 0.05 s
+    quiet, busy = hub.subscribe(alice.pk, alice_session), hub.subscribe(bob.pk, bob_session)
+    quiet.quiet_since -= 60
+    busy.quiet_since += 60  # as if it had just sent something, for a minute to come
+
+    assert await asyncio.wait_for(quiet.next_batch(), 10) == []  # the keepalive
+
+    # The same pass judged both streams: the busy one was not asked; and having taken its
+    # keepalive, the quiet one waits again.
+    waiting = [asyncio.ensure_future(s.next_batch()) for s in (busy, quiet)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiting)
+    for w in waiting:
+        w.cancel()
+    for s in (quiet, busy):
         hub.unsubscribe(s)
 
 
@@ -184,7 +210,7 @@ async def test_rows_for_users_without_a_stream_are_read_once_and_cost_nothing_mo
     await Notification.objects.abulk_create([Notification(user=bob, text="x") for _ in range(300)])
     mine = await Notification.objects.acreate(user=alice, text="mine")
 
-    assert [n.pk for n in await stream.next_batch(10) or []] == [mine.pk]
+    assert [n.pk for n in await asyncio.wait_for(stream.next_batch(), 10) or []] == [mine.pk]
     ticks = hub.stats.ticks
     await wait_until(lambda: hub.stats.ticks >= ticks + 3, what="three more polls")
 
@@ -211,12 +237,12 @@ async def test_a_users_first_stream_gets_what_was_sent_shortly_before_it_opened(
     first = hub.subscribe(alice.pk, alice_session)
     second = hub.subscribe(alice.pk, alice_session)
 
-    assert [n.pk for n in await first.next_batch(10) or []] == [recent.pk]
-    assert [n.pk for n in await second.next_batch(10) or []] == [recent.pk]
+    assert [n.pk for n in await asyncio.wait_for(first.next_batch(), 10) or []] == [recent.pk]
+    assert [n.pk for n in await asyncio.wait_for(second.next_batch(), 10) or []] == [recent.pk]
     assert not (await Notification.objects.aget(pk=old.pk)).dispatched
     assert first.horizon == shown.pk  # all three came before: none of them comes live
     later = await Notification.objects.acreate(user=alice, text="later")
-    assert [n.pk for n in await first.next_batch(10) or []] == [later.pk]
+    assert [n.pk for n in await asyncio.wait_for(first.next_batch(), 10) or []] == [later.pk]
     for subscription in (bobs, first, second):
         hub.unsubscribe(subscription)
 
@@ -228,9 +254,9 @@ async def test_a_catch_up_leaves_out_what_is_at_or_below_the_streams_cursor(
     above = await Notification.objects.acreate(user=alice, text="the client lacks it")
     stream = hub.subscribe(alice.pk, alice_session, after=below.pk)
 
-    assert [n.pk for n in await stream.next_batch(10) or []] == [above.pk]
+    assert [n.pk for n in await asyncio.wait_for(stream.next_batch(), 10) or []] == [above.pk]
     later = await Notification.objects.acreate(user=alice, text="later")
-    assert [n.pk for n in await stream.next_batch(10) or []] == [later.pk]
+    assert [n.pk for n in await asyncio.wait_for(stream.next_batch(), 10) or []] == [later.pk]
     assert not (await Notification.objects.aget(pk=below.pk)).dispatched
     hub.unsubscribe(stream)
 

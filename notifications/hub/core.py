@@ -61,6 +61,12 @@ MIN_POLL_GAP = 0.01
 # stays under two queries a second (a scan a second, a session check every two, this).
 CHANGES_FALLBACK = 3.0
 
+# Seconds between two passes over the streams that ask the quiet ones for a keepalive (at
+# most: a shorter NOTIFICATIONS_KEEPALIVE makes them more often). A keepalive goes out after
+# NOTIFICATIONS_KEEPALIVE quiet seconds, at most this much later. Short, so a pass sends few
+# keepalives at once; a pass that finds none costs microseconds per stream.
+KEEPALIVE_PASS = 0.25
+
 # Seconds between two polls while a hole holds rows back, or the start is not settled yet:
 # a hole whose transaction rolled back sends no NOTIFY.
 HOLE_CHECK_INTERVAL = 0.05
@@ -346,6 +352,7 @@ class Hub:
                 loop.create_task(self._watcher.run()),
                 # A task of its own: the poll's timing does not wait for a check.
                 loop.create_task(self._check_sessions_regularly()),
+                loop.create_task(self._keep_alive_regularly()),
             ]
             try:
                 while self._subscriptions or self._to_release:
@@ -411,6 +418,21 @@ class Hub:
                 outage.failed()
             else:
                 outage.recovered()
+
+    async def _keep_alive_regularly(self) -> None:
+        """Ask each stream quiet for NOTIFICATIONS_KEEPALIVE seconds for a keepalive comment.
+
+        One pass for all streams, where a timer per stream woke the event loop once per
+        stream: the keepalives of a pass go out in one round of writes.
+        """
+        while True:
+            keepalive = conf.keepalive()
+            await asyncio.sleep(min(KEEPALIVE_PASS, keepalive / 4))
+            quiet_since = time.monotonic() - keepalive
+            for subs in self._subscriptions.values():
+                for subscription in subs:
+                    if subscription.quiet_since <= quiet_since:
+                        subscription.keep_alive()
 
     async def _check_sessions(self) -> None:
         for stale in sweep_unstarted(self._unstarted):

@@ -31,6 +31,10 @@ class Subscription:
         # Set when the stream's generator runs; see admission.stale_unstarted().
         self.started = False
         self.created = time.monotonic()
+        # When the stream last took something to send (or opened): the hub asks a stream
+        # quiet for NOTIFICATIONS_KEEPALIVE seconds for a keepalive.
+        self.quiet_since = self.created
+        self._keepalive = False
         self._items: deque[Item] = deque()
         self._ready = asyncio.Event()
 
@@ -63,6 +67,11 @@ class Subscription:
         if any(replayed(item) for item in self._items):
             self._items = deque(item for item in self._items if not replayed(item))
 
+    def keep_alive(self) -> None:
+        """Have the stream send a keepalive comment now, if nothing else comes first."""
+        self._keepalive = True
+        self._ready.set()
+
     def close(self) -> list[Notification]:
         """End the subscription; return the notifications it held and will now never send."""
         self.closed = True
@@ -74,21 +83,18 @@ class Subscription:
         self._items.clear()
         return items
 
-    async def next_batch(self, idle: float) -> list[Item] | None:
-        """Return what arrived, waiting for it up to `idle` seconds ([] if nothing came).
+    async def next_batch(self) -> list[Item] | None:
+        """Return what arrived, waiting for it; [] for a keepalive the hub asked for.
 
-        Return None once the subscription is closed.
+        Return None once the subscription is closed. No timer of its own: the hub asks every
+        quiet stream for its keepalive in one pass (see Hub), which costs one wake-up of the
+        event loop a second, not one per stream.
         """
-        if not self._items and not self.closed:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that lands just after the event is set, and the stream would
-            # outlive its client.
-            try:
-                async with asyncio.timeout(idle):
-                    await self._ready.wait()
-            except TimeoutError:
-                return []
+        if not (self._items or self.closed or self._keepalive):
+            await self._ready.wait()
         self._ready.clear()
+        self._keepalive = False
+        self.quiet_since = time.monotonic()
         if self._items:
             return self.drain()
         return None if self.closed else []
