@@ -142,6 +142,42 @@ async def test_rows_beyond_a_hand_out_batch_follow_at_the_next_polls_in_order(
     await stream.aclose()
 
 
+async def test_the_next_batch_is_claimed_before_more_rows_are_read(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its claim then runs while the streams write the last batch (not after: the answer to
+    a read waits for them)."""
+    from notifications.hub import core
+
+    monkeypatch.setattr(core, "HAND_BATCH", 2)
+    jobs: list[str] = []
+    real_read, real_fetch = core._read, core._fetch
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        found = real_read(*args, **kwargs)
+        jobs.append(f"read {len(found.rows)}")
+        return found
+
+    def fetch(*args: Any, **kwargs: Any) -> Any:
+        handed = real_fetch(*args, **kwargs)
+        jobs.append(f"fetch {len(handed.rows)}")
+        return handed
+
+    monkeypatch.setattr(core, "_read", read)
+    monkeypatch.setattr(core, "_fetch", fetch)
+    stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
+    await next_chunk(stream)
+    rows = await sync_to_async(send_bulk_and_mark_the_first_read)(alice, 5)
+
+    seen: list[int] = []
+    while len(seen) < 5:
+        seen += ids_in(await next_chunk(stream))
+    assert seen == rows
+    first = jobs.index("read 5")
+    assert jobs[first + 1 : first + 4] == ["fetch 2", "fetch 2", "fetch 1"]
+    await stream.aclose()
+
+
 def send_bulk_and_mark_the_first_read(user: AbstractUser, count: int) -> list[int]:
     """Insert `count` rows for the user and mark the first read, in one transaction."""
     from django.db import transaction

@@ -469,6 +469,12 @@ class Hub:
             horizon.settle(await self.run(queries.writers), time.monotonic())
             if horizon.ready:
                 self._settled.set()
+        if self._to_hand:
+            # Rows read earlier still wait for their batch: claim the next one before reading
+            # more. Asked for now, the claim runs while the streams write the last batch; the
+            # answer to a read would wait for them, and the claim after it too.
+            self._query_seconds = await self._hand_out()
+            return True
         holes = [(hole.low, hole.high) for hole in horizon.holes]
         read = await self.run(_read, horizon.max_seen, holes, horizon.holes_can_fill)
         now = time.monotonic()
