@@ -35,6 +35,7 @@ from .change_events import ChangeEvent
 from .change_feed import ChangeFeed
 from .gcfreeze import keep_long_lived_out_of_gc
 from .horizon import Horizon, Row
+from .keepalives import Keepalives
 from .session_checks import SessionChecker
 from .stats import HubStats
 from .subscription import Subscription
@@ -154,6 +155,7 @@ class Hub:
         self._query_seconds = 0.0
         # Subscriptions whose stream may not have started yet (see admission.sweep_unstarted).
         self._unstarted: set[Subscription] = set()
+        self._keepalives = Keepalives()
         self._to_release: list[int] = []
         # The cursor, created by the first poll after the poll starts (None while stopped).
         self._horizon: Horizon | None = None
@@ -295,6 +297,7 @@ class Hub:
             self._new_users[user_id] = (after or 0, subscription.horizon)
         self._subscriptions[user_id].add(subscription)
         self._unstarted.add(subscription)
+        self._keepalives.add(subscription)
         self._stream_count += 1
         if self._task is None or self._task.done():
             # A fresh context: the poll outlives the request that happened to start it.
@@ -403,6 +406,7 @@ class Hub:
             self._late_to_hand.clear()
             self._changes.reset()
             self._changes_due = True
+            self._keepalives.clear()  # closed subscriptions only
 
     async def _check_sessions_regularly(self) -> None:
         outage = _Outage("Session check")
@@ -422,17 +426,14 @@ class Hub:
     async def _keep_alive_regularly(self) -> None:
         """Ask each stream quiet for NOTIFICATIONS_KEEPALIVE seconds for a keepalive comment.
 
-        One pass for all streams, where a timer per stream woke the event loop once per
-        stream: the keepalives of a pass go out in one round of writes.
+        One pass for the streams that are due (see keepalives.py), where a timer per stream
+        woke the event loop once per stream: the keepalives of a pass go out in one round of
+        writes.
         """
         while True:
             keepalive = conf.keepalive()
             await asyncio.sleep(min(KEEPALIVE_PASS, keepalive / 4))
-            quiet_since = time.monotonic() - keepalive
-            for subs in self._subscriptions.values():
-                for subscription in subs:
-                    if subscription.quiet_since <= quiet_since:
-                        subscription.keep_alive()
+            self._keepalives.ask(time.monotonic(), keepalive)
 
     async def _check_sessions(self) -> None:
         for stale in sweep_unstarted(self._unstarted):
