@@ -15,7 +15,7 @@ from operator import or_
 from typing import Any, NamedTuple
 
 from django.db import connections, models, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from .models import Notification
@@ -207,22 +207,46 @@ def newest_id() -> int:
     return newest or 0
 
 
-def scan_query(after_id: int) -> QuerySet[Notification, tuple[int, int]]:
-    """Return the poll's query: (id, user_id) of every user's rows above `after_id`, by id.
+def scan_sql(after_id: int, limit: int) -> tuple[str, list[int]]:
+    """Return the poll's query and its parameters (see scan()).
 
-    The primary key's index serves it: its cost is the new rows alone, whoever they are for.
+    Bounded by ids on both sides, each part served by the primary key's index whatever the
+    planner's statistics say. `id > cursor ORDER BY id LIMIT n` alone let PostgreSQL, with
+    statistics from before a large insert into a small table, read and sort the whole table
+    at every poll until autovacuum analyzed it again.
     """
-    return (
-        Notification.objects.using(database_alias())
-        .filter(pk__gt=after_id)
-        .order_by("pk")
-        .values_list("pk", "user_id")
+    alias = database_alias()
+    connection = connections[alias]
+    table = _table(alias)
+    pk = Notification._meta.pk
+    assert pk is not None and pk.column is not None
+    key = connection.ops.quote_name(pk.column)
+    user = connection.ops.quote_name(Notification._meta.get_field("user").column)
+    sql = (
+        f"SELECT {key}, {user} FROM {table} WHERE {key} > %s AND {key} <= %s "  # noqa: S608
+        f"UNION ALL SELECT {key}, {user} FROM (SELECT {key}, {user} FROM {table} "
+        f"WHERE {key} > %s ORDER BY {key} LIMIT 1) AS beyond ORDER BY 1"
     )
+    return sql, [after_id, after_id + limit, after_id + limit]
 
 
 def scan(after_id: int, limit: int) -> list[tuple[int, int]]:
-    """Return (id, user_id) of the rows above `after_id`, in id order, at most `limit`."""
-    return list(scan_query(after_id)[:limit])
+    """Return (id, user_id) of the rows above `after_id`, whoever they are for, in id order:
+    those up to `after_id + limit`, and the first above that.
+
+    So what it returns is every row from the cursor up to the last row returned, and at most
+    `limit + 1` rows; when the last is above `after_id + limit` (scan_has_more()), more may
+    follow it. Its cost is the new rows alone.
+    """
+    sql, params = scan_sql(after_id, limit)
+    with connections[database_alias()].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(int(pk), int(user_id)) for pk, user_id in cursor.fetchall()]
+
+
+def scan_has_more(after_id: int, limit: int, rows: Sequence[tuple[int, int]]) -> bool:
+    """Whether rows may exist above the last of a scan's `rows` (see scan())."""
+    return bool(rows) and rows[-1][0] > after_id + limit
 
 
 def read_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:

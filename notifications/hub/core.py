@@ -81,6 +81,8 @@ class Read(NamedTuple):
     # None when there was no hole to look at (SQLite never has any).
     writers: frozenset[str] | None
     seconds: float
+    # Whether more rows may follow the scan's last: read again at once.
+    more: bool
 
 
 def _read(after: int, holes: Sequence[tuple[int, int]], holes_can_fill: bool) -> Read:
@@ -92,6 +94,7 @@ def _read(after: int, holes: Sequence[tuple[int, int]], holes_can_fill: bool) ->
     """
     started = time.monotonic()
     rows = queries.scan(after, queries.SCAN_LIMIT)
+    more = queries.scan_has_more(after, queries.SCAN_LIMIT, rows)
     ranges = list(holes)
     if holes_can_fill:
         previous = after
@@ -100,10 +103,10 @@ def _read(after: int, holes: Sequence[tuple[int, int]], holes_can_fill: bool) ->
                 ranges.append((previous + 1, pk - 1))
             previous = pk
     if not ranges:
-        return Read(rows, [], None, time.monotonic() - started)
+        return Read(rows, [], None, time.monotonic() - started, more)
     writers = queries.writers()
     refilled = queries.read_ranges(ranges)
-    return Read(rows, refilled, writers, time.monotonic() - started)
+    return Read(rows, refilled, writers, time.monotonic() - started, more)
 
 
 class Handed(NamedTuple):
@@ -507,11 +510,7 @@ class Hub:
             self._changes_due = self._changes_due or more_changes
             seconds += time.monotonic() - started
         self._query_seconds = seconds
-        return (
-            len(read.rows) >= queries.SCAN_LIMIT
-            or bool(self._to_release or self._to_hand)
-            or more_changes
-        )
+        return read.more or bool(self._to_release or self._to_hand) or more_changes
 
     def _changes_wanted(self) -> bool:
         """Whether this poll reads the change log too.
