@@ -76,6 +76,10 @@ class SessionCache:
         # until a check had one).
         self.fingerprint: str | None = None
 
+    def user_ids(self) -> set[Any]:
+        """The ids of the users the last full check read."""
+        return {pk for _, pk in self.users}
+
 
 # session_users(): read the database's change token in this call.
 READ_TOKEN: Any = object()
@@ -122,9 +126,14 @@ def session_users(
     return valid
 
 
-def fingerprints(parts: Sequence[tuple[Collection[str], SessionCache]]) -> list[str | None]:
-    """Return, for each part of a check, a digest of the row versions of its sessions and of
-    the users its cache knows; None where the database offers none (all but PostgreSQL).
+def fingerprints(parts: Sequence[tuple[Collection[str], Collection[Any]]]) -> list[str | None]:
+    """Return, for each part of a check (session keys, user ids), a digest of the row versions
+    of those sessions and users; None where the database offers none (all but PostgreSQL).
+
+    The user ids are those the sessions log in: the hub passes its streams' users and those
+    the part's last check read (SessionCache.user_ids()). A check whose answer depends on a
+    user outside them read that user, so the next digest covers another set of users, and
+    differs.
 
     On PostgreSQL a row's `xmin` (the transaction that wrote this version of it) and `ctid`
     (where the version lies) change whenever the row is updated; a deleted row drops out.
@@ -149,12 +158,12 @@ def fingerprints(parts: Sequence[tuple[Collection[str], SessionCache]]) -> list[
     key_parts: list[int] = []
     user_ids: list[Any] = []
     user_parts: list[int] = []
-    for number, (part_keys, cache) in enumerate(parts):
+    for number, (part_keys, part_users) in enumerate(parts):
         for key in part_keys:
             if _plausible(key):
                 keys.append(key)
                 key_parts.append(number)
-        for pk in {pk for _, pk in cache.users}:
+        for pk in set(part_users):
             user_ids.append(user_pk.get_db_prep_value(pk, connection, prepared=False))
             user_parts.append(number)
     quote = connection.ops.quote_name

@@ -34,26 +34,33 @@ class SessionChecker:
 
     async def ended(self, subscriptions: Collection[Subscription]) -> list[Subscription]:
         """Return the subscriptions whose session no longer logs in their user."""
-        keys = {s.session_key for s in subscriptions}
-        parts = max(1, math.ceil(len(keys) / PART_SIZE))
+        parts = max(1, math.ceil(len({s.session_key for s in subscriptions}) / PART_SIZE))
         if parts != len(self._caches):
             self._caches = [sessions.SessionCache() for _ in range(parts)]
         by_part: list[set[str]] = [set() for _ in range(parts)]
-        for key in keys:
+        users_by_part: list[set[int]] = [set() for _ in range(parts)]
+        for subscription in subscriptions:
             # A key stays in its part while the number of parts stays: its cache knows it.
-            by_part[zlib.crc32(key.encode()) % parts].add(key)
+            number = zlib.crc32(subscription.session_key.encode()) % parts
+            by_part[number].add(subscription.session_key)
+            users_by_part[number].add(subscription.user_id)
         # Read once, before every part: a commit after it makes the next check judge again.
         token = await self._worker.run_session_queries(sessions.change_token)
         digests: list[str | None] = [None] * parts
-        # A part never checked is read in full anyway, and knows no user to fingerprint yet.
-        moved = [n for n, cache in enumerate(self._caches) if cache.token not in (None, token)]
-        if token is not None and moved:
-            # Something was committed: one query tells which parts' sessions and users it
-            # touched (on PostgreSQL); only those are read and judged again.
+        # Parts that something was committed since, or that have new keys: one query tells
+        # (on PostgreSQL) which parts' sessions and users changed; only those are read and
+        # judged again (and a part read in full keeps the digest read before, for the next).
+        stale = [
+            n
+            for n, cache in enumerate(self._caches)
+            if cache.token != token or not by_part[n] <= cache.keys
+        ]
+        if token is not None and stale:
             found = await self._worker.run_session_queries(
-                sessions.fingerprints, [(by_part[n], self._caches[n]) for n in moved]
+                sessions.fingerprints,
+                [(by_part[n], users_by_part[n] | self._caches[n].user_ids()) for n in stale],
             )
-            for n, digest in zip(moved, found, strict=True):
+            for n, digest in zip(stale, found, strict=True):
                 digests[n] = digest
         valid: dict[str, int] = {}
         for part, cache, digest in zip(by_part, self._caches, digests, strict=True):
