@@ -120,6 +120,10 @@ def session_users(
     ):
         cache.token = token
         return {k: cache.valid[k] for k in keys if k in cache.valid}
+    # Forget the last answer first: _check() rewrites parts of the cache as it reads (the
+    # decoded sessions, the earliest expiry), and a check that fails half way must not leave
+    # the old answer standing behind a token or a fingerprint that still matches.
+    cache.token, cache.keys, cache.fingerprint = None, frozenset(), None
     valid = _check(keys, cache)
     cache.token, cache.keys, cache.valid = token, keys, valid
     cache.fingerprint = fingerprint
@@ -151,6 +155,10 @@ def fingerprints(parts: Sequence[tuple[Collection[str], Collection[Any]]]) -> li
     if connection.vendor != "postgresql":
         return [None] * len(parts)
     user_model = get_user_model()
+    if user_model._meta.get_parent_list() or session_model._meta.get_parent_list():
+        # Multi-table inheritance: the password or is_active may live in a parent's table,
+        # which the digest of the model's own rows does not see. Every check reads in full.
+        return [None] * len(parts)
     user_pk = user_model._meta.pk
     session_pk = session_model._meta.pk
     assert user_pk is not None and session_pk is not None

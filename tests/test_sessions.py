@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.contrib.auth.models import AbstractUser
@@ -18,6 +18,8 @@ from notifications.sessions import SessionCache, change_token, fingerprints, ses
 from .support import make_user, session_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+T = TypeVar("T")
 
 
 def test_valid_sessions_map_to_their_users(alice: AbstractUser, bob: AbstractUser) -> None:
@@ -107,24 +109,29 @@ class HubThread:
         self._pool = ThreadPoolExecutor(1)
 
     def check(self, keys: list[str]) -> tuple[dict[str, int], list[str]]:
-        def run() -> tuple[dict[str, int], list[str]]:
-            statements: list[str] = []
+        """Check in the thread; return the answer and the statements it ran."""
+        return self.run(lambda: self.check_here(keys))
 
-            def record(execute: Any, sql: str, *args: Any) -> Any:
-                statements.append(sql)
-                return execute(sql, *args)
+    def check_here(self, keys: list[str]) -> tuple[dict[str, int], list[str]]:
+        """Check as the hub's session checker does: the token, a fingerprint where the token
+        moved or a key is new, then the check (in the calling thread: see run())."""
+        statements: list[str] = []
 
-            with connection.execute_wrapper(record):
-                # As the hub's session checker does: the token, a fingerprint where the token
-                # moved, then the check.
-                token = change_token()
-                digest = None
-                if token is not None and (self.cache.token != token or set(keys) - self.cache.keys):
-                    [digest] = fingerprints([(keys, self.users | self.cache.user_ids())])
-                valid = session_users(keys, cache=self.cache, token=token, fingerprint=digest)
-                return valid, statements
+        def record(execute: Any, sql: str, *args: Any) -> Any:
+            statements.append(sql)
+            return execute(sql, *args)
 
-        return self._pool.submit(run).result(10)
+        with connection.execute_wrapper(record):
+            token = change_token()
+            digest = None
+            if token is not None and (self.cache.token != token or set(keys) - self.cache.keys):
+                [digest] = fingerprints([(keys, self.users | self.cache.user_ids())])
+            valid = session_users(keys, cache=self.cache, token=token, fingerprint=digest)
+            return valid, statements
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Run `work` in the thread, on its connection."""
+        return self._pool.submit(work).result(10)
 
     def close(self) -> None:
         self._pool.submit(lambda: connection.close()).result(10)
@@ -174,6 +181,43 @@ def test_commits_elsewhere_cost_a_fingerprint_and_a_change_is_still_seen(
     change(alice, key)  # type: ignore[operator]
 
     assert hub_thread.check([key])[0] == {}
+
+
+@pytest.mark.parametrize("failing", ["session_data", '"password"'])
+def test_a_check_that_fails_half_way_leaves_no_answer_standing(
+    alice: AbstractUser,
+    bob: AbstractUser,
+    failing: str,
+    hub_thread: HubThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db import DatabaseError
+
+    from notifications import sessions
+
+    soon, later = session_for(alice), session_for(alice)
+    Session.objects.filter(session_key=soon).update(expire_date=timezone.now() + timedelta(1))
+    hub_thread.users = {alice.pk}
+    assert hub_thread.check([soon, later])[0] == {soon: alice.pk, later: alice.pk}
+    # `soon` expires by time, so the next check is a full one; its sessions query (or its
+    # users query) fails.
+    in_two_days = timezone.now() + timedelta(days=2)
+    monkeypatch.setattr(sessions.timezone, "now", lambda: in_two_days)
+
+    def fail(execute: Any, sql: str, *args: Any) -> Any:
+        if failing in sql:
+            raise DatabaseError("statement timeout (simulated)")
+        return execute(sql, *args)
+
+    def failed_check() -> None:
+        with connection.execute_wrapper(fail):
+            hub_thread.check_here([soon, later])
+
+    with pytest.raises(DatabaseError):
+        hub_thread.run(failed_check)
+    Notification.objects.create(user=bob, text="a commit elsewhere")  # the token moves
+
+    assert hub_thread.check([soon, later])[0] == {later: alice.pk}
 
 
 @pytest.mark.postgresql
