@@ -103,6 +103,7 @@ async def notification_stream(hub: Hub, subscription: Subscription) -> AsyncIter
                 chunk = text.encode()
                 sent_events += len(rows)
                 sent_bytes += len(chunk)
+                subscription.quiet_since = time.monotonic()  # no keepalive right after it
                 yield chunk
         max_bytes = conf.stream_max_bytes()
         while True:
