@@ -65,7 +65,7 @@ CHANGES_FALLBACK = 3.0
 # Seconds between two passes over the streams that ask the quiet ones for a keepalive (at
 # most: a shorter NOTIFICATIONS_KEEPALIVE makes them more often). A keepalive goes out after
 # NOTIFICATIONS_KEEPALIVE quiet seconds, at most this much later. Short, so a pass sends few
-# keepalives at once; a pass that finds none costs microseconds per stream.
+# keepalives at once; a pass looks only at the streams that are due (keepalives.py).
 KEEPALIVE_PASS = 0.25
 
 # Seconds between two polls while a hole holds rows back, or the start is not settled yet:

@@ -86,9 +86,9 @@ class Subscription:
     async def next_batch(self) -> list[Item] | None:
         """Return what arrived, waiting for it; [] for a keepalive the hub asked for.
 
-        Return None once the subscription is closed. No timer of its own: the hub asks every
-        quiet stream for its keepalive in one pass (see Hub), which costs one wake-up of the
-        event loop a second, not one per stream.
+        Return None once the subscription is closed. No timer of its own: the hub asks the
+        quiet streams for their keepalives in passes (hub/keepalives.py), one wake-up of the
+        event loop per pass, not one per stream.
         """
         if not (self._items or self.closed or self._keepalive):
             await self._ready.wait()
