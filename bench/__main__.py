@@ -9,6 +9,7 @@
     DATABASE_URL=... bin/bench fanout       # every user with a stream on each of 2 processes
     DATABASE_URL=... bin/bench burst        # 100,000 rows for users not connected
     DATABASE_URL=... bin/bench broadcast    # one INSERT for 10,000 connected users
+    bin/bench floor                         # the same broadcast through daphne alone, no hub
     DATABASE_URL=... bin/bench --design ours --streams 12000,14000,16000,18000 --until-p99 150
 
 The measurement run. For each N (--streams, default 100,1000,5000,10000) and each design
@@ -63,6 +64,12 @@ The scale runs (PostgreSQL), streams opened --concurrency at a time:
     `rows_read` counter; n/a where the hub has none);
   - `broadcast`: --users connected users (10,000); --rounds times, one INSERT ... SELECT
     creating a row for each: from the commit to the first, median and last arrival.
+
+The floor run (`floor`, any database): --streams streams (10,000) on --processes daphne
+processes (1), and
+--rounds times one event fired at all of them, on a bare ASGI stream (`raw`: daphne and
+Twisted alone) and on a Django view's StreamingHttpResponse (`django`): what a broadcast's
+writes cost without the hub, the least `broadcast` can reach (bench/floor.py).
 The measurement run's --until-p99 MS steps N up and stops after the first N where `ours`
 refuses streams or its p99 (rows from another process) exceeds MS; it reports the most
 streams held within it.
@@ -149,10 +156,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "broadcast", help="one INSERT of a row for every connected user: the last arrival"
     )
     scale_modes = (fanout, burst, broadcast)
+    floor_run = commands.add_parser(
+        "floor", help="one event to 10,000 streams through daphne alone: a broadcast's floor"
+    )
     deletions = commands.add_parser(
         "deletions", help="purge_notifications with and without the deletion trigger, timed"
     )
-    for sub in (run, churn, sending, deletions, fault_run, *scale_modes):
+    for sub in (run, churn, sending, deletions, fault_run, floor_run, *scale_modes):
         for action in parser._actions:
             if action.dest not in ("help", "command"):
                 sub._add_action(action)
@@ -289,11 +299,39 @@ def parse(argv: list[str]) -> argparse.Namespace:
     burst.add_argument("--after", type=float, default=30.0, help="seconds of rows after it")
     broadcast.add_argument("--rounds", type=int, default=3)
 
+    floor_run.add_argument("--streams", type=int, default=10_000)
+    floor_run.add_argument("--processes", type=int, default=1)
+    floor_run.add_argument("--rounds", type=int, default=3)
+    floor_run.add_argument(
+        "--variant",
+        dest="variants",
+        type=lambda v: [x for x in v.split(",") if x in ("raw", "django")] or ["raw", "django"],
+        default=["raw", "django"],
+        help="raw, django or both (default raw,django)",
+    )
+    floor_run.add_argument("--concurrency", type=int, default=50, help="streams opening at once")
+    floor_run.add_argument("--clients-per-process", type=int, default=2500)
+    floor_run.add_argument("--settle", type=float, default=3.0)
+    floor_run.add_argument("--deliver-timeout", type=float, default=15.0)
+    floor_run.add_argument(
+        "--backlog", type=int, default=4096, help="the server's listen queue (0: daphne's)"
+    )
+
     deletions.add_argument("--rows", type=int, default=100_000)
     deletions.add_argument("--users", type=int, default=10_000)
     deletions.add_argument("--rounds", type=int, default=4)
 
-    modes = ("run", "churn", "sending", "deletions", "faults", "fanout", "burst", "broadcast")
+    modes = (
+        "run",
+        "churn",
+        "sending",
+        "deletions",
+        "faults",
+        "fanout",
+        "burst",
+        "broadcast",
+        "floor",
+    )
     if not argv or argv[0] not in (*modes, "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
@@ -379,6 +417,28 @@ def main(argv: list[str]) -> int:
                     k: v for k, v in summary["storm"].items() if k != "failed_examples"
                 }
                 print(json.dumps(summary, indent=2))
+                document = {"machine": info, **outcome}
+                ok = outcome["verdict"]["ok"]
+            elif args.command == "floor":
+                from .floor import Options as FloorOptions
+                from .floor import floor
+
+                outcome = floor(
+                    database,
+                    FloorOptions(
+                        streams=args.streams,
+                        processes=args.processes,
+                        rounds=args.rounds,
+                        variants=args.variants,
+                        concurrency=args.concurrency,
+                        clients_per_process=args.clients_per_process,
+                        settle=args.settle,
+                        deliver_timeout=args.deliver_timeout,
+                        backlog=args.backlog,
+                    ),
+                    logs,
+                )
+                print(json.dumps(outcome["verdict"], indent=2))
                 document = {"machine": info, **outcome}
                 ok = outcome["verdict"]["ok"]
             elif args.command in ("fanout", "burst", "broadcast"):

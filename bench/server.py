@@ -40,6 +40,7 @@ def serve(
     *,
     port: int = 0,
     backlog: int | None = None,
+    application: str = "site_config.asgi:application",
     **extra: str,
 ) -> Iterator[DaphneServer]:
     """Run one daphne process with the bench settings; stop it on exit, whatever happens.
@@ -47,7 +48,7 @@ def serve(
     On `port` (a free one by default), listening with `backlog` (daphne's default without it).
     """
     env = server_env(database, application_name, **extra)
-    with start_daphne(env, log, port=port, backlog=backlog) as server:
+    with start_daphne(env, log, port=port, backlog=backlog, application=application) as server:
         yield server
 
 

@@ -53,8 +53,10 @@ def start_daphne(
     timeout: float = 30,
     port: int = 0,
     backlog: int | None = None,
+    application: str = "site_config.asgi:application",
 ) -> Iterator[DaphneServer]:
-    """Run this repository's site under daphne on 127.0.0.1 (a free port unless `port` is given).
+    """Run this repository's site (or another ASGI `application`) under daphne on 127.0.0.1
+    (a free port unless `port` is given).
 
     The log is appended to, so a server restarted on the same port can share it. `backlog`:
     the listen queue's length (Twisted's default, 50, without it; the kernel caps it at
@@ -65,9 +67,7 @@ def start_daphne(
     else:
         listen = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={backlog}"]
     command = [sys.executable, "-m", "daphne", *listen]
-    with run_daphne(
-        [*command, "site_config.asgi:application"], PROJECT, env, log, timeout
-    ) as server:
+    with run_daphne([*command, application], PROJECT, env, log, timeout) as server:
         yield server
 
 

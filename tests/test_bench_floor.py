@@ -1,0 +1,55 @@
+"""The floor run (bench/floor.py) end to end, small: every stream of both variants gets each
+round's event, on two daphne processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+# It brings its own SQLite file and touches no database while it measures: once is enough.
+pytestmark = pytest.mark.sqlite
+
+
+def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) -> None:
+    out = tmp_path / "floor.json"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "floor",
+            "--streams",
+            "40",
+            "--processes",
+            "2",
+            "--rounds",
+            "2",
+            "--settle",
+            "0.2",
+            "--json",
+            str(out),
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    for variant in ("raw", "django"):
+        one = result["variants"][variant]
+        assert one["opened"] == 40
+        assert [r["arrived"] for r in one["rounds"]] == [40, 40]
+        assert one["missing"] == 0
+    assert result["verdict"]["ok"] is True
