@@ -69,7 +69,7 @@ The floor run (`floor`, any database): --streams streams (10,000) on --processes
 processes (1), and
 --rounds times one event fired at all of them, on a bare ASGI stream (`raw`: daphne and
 Twisted alone) and on a Django view's StreamingHttpResponse (`django`): what a broadcast's
-writes cost without the hub, the least `broadcast` can reach (bench/floor.py).
+writes cost without the hub, and the CPU the servers spent on them (bench/floor.py).
 The measurement run's --until-p99 MS steps N up and stops after the first N where `ours`
 refuses streams or its p99 (rows from another process) exceeds MS; it reports the most
 streams held within it.
@@ -305,7 +305,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     floor_run.add_argument(
         "--variant",
         dest="variants",
-        type=lambda v: [x for x in v.split(",") if x in ("raw", "django")] or ["raw", "django"],
+        type=_variants,
         default=["raw", "django"],
         help="raw, django or both (default raw,django)",
     )
@@ -335,6 +335,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if not argv or argv[0] not in (*modes, "-h", "--help"):
         argv = ["run", *argv]
     return parser.parse_args(argv)
+
+
+def _variants(value: str) -> list[str]:
+    """--variant: raw, django or both, comma-separated; an unknown name is an error."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"raw", "django"})
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant {', '.join(unknown) or repr(value)}: choose raw, django or raw,django"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _stop_on_sigterm() -> None:

@@ -2,21 +2,23 @@
 
 `bin/bench floor` opens --streams streams (10,000) on --processes daphne processes (1)
 and, --rounds times, fires one event at all of them at once; it reports, as `broadcast`
-does, the first, median and last arrival after the fire. Two stream endpoints, run one
-after the other on fresh processes (--variant):
+does, the first, median and last arrival after the fire, and the CPU time the servers and
+the client processes spent in the round. Two stream endpoints, run one after the other on
+fresh processes (--variant):
 
 - `raw`: a bare ASGI application, no Django: the response start, then one body message per
-  event. What daphne and Twisted cost per event, and nothing else.
+  event. What daphne and Twisted cost per event, with one task per stream as any ASGI
+  application that streams has.
 - `django`: a Django async view returning a StreamingHttpResponse over an async generator,
   through the site's middleware: the `raw` path plus Django's streaming response.
 
 Both wait on one asyncio.Event per round and send an event the size of a notification's
 (`event()`); no database is touched after start. The difference between these and `broadcast`
-is what the hub and the stream's encoding add; `raw` is the least any stream served by daphne
-on this machine can cost.
+is what the hub and the stream's encoding add.
 
 The fire is a request to each process (`/bench/floor/fire`, all at once from threads): the
-time runs from just before the first is sent, like `broadcast`'s from the commit.
+time runs from just before the first is sent, so it includes the request's own trip, where
+`broadcast`'s runs from the moment COMMIT returned.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ def floor(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
         path = RAW_PATH if variant == "raw" else DJANGO_PATH
         log(f"floor {variant}: {opts.streams} streams on {opts.processes} process(es)")
         with contextlib.ExitStack() as stack:
-            ports = [
+            daphnes = [
                 stack.enter_context(
                     servers.serve(
                         database,
@@ -191,9 +193,10 @@ def floor(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
                         backlog=opts.backlog or None,
                         application="bench.asgi:application",
                     )
-                ).port
+                )
                 for i in range(opts.processes)
             ]
+            ports = [server.port for server in daphnes]
             workers = max(1, math.ceil(opts.streams / opts.clients_per_process))
             pool = stack.enter_context(ClientPool(workers))
             per_worker = max(1, opts.concurrency // workers)
@@ -210,13 +213,18 @@ def floor(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
             time.sleep(opts.settle)
             pool.broadcast(("collect",), timeout=60)
             rounds = []
+            server_pids = [server.process.pid for server in daphnes]
+            client_pids = [process.pid or 0 for process in pool.processes]
             for _ in range(opts.rounds):
-                rounds.append(_round(pool, ports, opened, opts.deliver_timeout))
+                rounds.append(
+                    _round(pool, ports, opened, opts.deliver_timeout, server_pids, client_pids)
+                )
                 one = rounds[-1]
                 log(
                     f"floor {variant}: {one['arrived']}/{one['expected']} arrived; after the "
                     f"fire: first {one['first_ms']}, p50 {one['p50_ms']}, "
-                    f"last {one['last_ms']} ms"
+                    f"last {one['last_ms']} ms; CPU s: servers {one['server_cpu_s']}, "
+                    f"clients {one['client_cpu_s']}"
                 )
                 time.sleep(opts.settle)
         lasts = sorted(r["last_ms"] for r in rounds if r["last_ms"] is not None)
@@ -230,16 +238,26 @@ def floor(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
         variant: {k: v for k, v in one.items() if k != "rounds"}
         for variant, one in result["variants"].items()
     }
-    result["verdict"]["ok"] = all(v["missing"] == 0 for v in result["variants"].values())
+    result["verdict"]["ok"] = all(
+        v["missing"] == 0 and v["opened"] == opts.streams for v in result["variants"].values()
+    )
     return result
 
 
-def _round(pool: ClientPool, ports: list[int], streams: int, timeout: float) -> dict[str, Any]:
+def _round(
+    pool: ClientPool,
+    ports: list[int],
+    streams: int,
+    timeout: float,
+    server_pids: list[int],
+    client_pids: list[int],
+) -> dict[str, Any]:
     def fire(port: int) -> int:
         url = f"http://127.0.0.1:{port}{FIRE_PATH}"
         with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - our server
             return int(answer.read())
 
+    cpu_before = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
     with ThreadPoolExecutor(len(ports)) as threads:
         fired = time.time()
         numbers = set(threads.map(fire, ports))
@@ -254,12 +272,17 @@ def _round(pool: ClientPool, ports: list[int], streams: int, timeout: float) -> 
                     arrivals.setdefault(sid, arrived)
         if len(arrivals) < streams:
             time.sleep(0.25)
+    cpu_after = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
     after = sorted(arrived - fired for arrived in arrivals.values())
-    one = {
+    one: dict[str, Any] = {
         "expected": streams,
         "arrived": len(after),
         "first_ms": round(after[0] * 1000, 1) if after else None,
         **percentiles(after),
     }
     one["last_ms"] = one.pop("max_ms")
+    # From the fire until every event was collected (the last collection up to 0.25 s after
+    # the last arrival): each server's CPU seconds, and the client processes' together.
+    one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
+    one["client_cpu_s"] = round(sum(servers.cpu_spent(cpu_before[1], cpu_after[1])), 3)
     return one

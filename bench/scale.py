@@ -429,15 +429,19 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
         time.sleep(opts.settle)
         fleet.collect({})
         users = sorted(fleet.by_user)
+        server_pids = [server.process.pid for server in fleet.servers]
+        client_pids = [process.pid or 0 for process in fleet.pool.processes]
         for number in range(rounds):
+            cpu_before = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
             created, committing, committed = _insert_for_all(users, f"broadcast {number}")
             rows = {pk: (user_id, committed) for pk, user_id in created.items()}
             expected = fleet.expect(rows)
             fleet.wait(expected, created, time.monotonic() + opts.deliver_timeout)
+            cpu_after = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
             after_commit = sorted(
                 fleet.arrivals[k] - committed for k in expected if k in fleet.arrivals
             )
-            one = {
+            one: dict[str, Any] = {
                 "rows": len(created),
                 "expected": len(expected),
                 "arrived": len(after_commit),
@@ -446,11 +450,16 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
                 **percentiles(after_commit),
             }
             one["last_ms"] = one.pop("max_ms")
+            # From before the INSERT until every row was collected (the last collection up
+            # to 0.25 s after the last arrival): each server's CPU seconds, and the clients'.
+            one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
+            one["client_cpu_s"] = round(sum(servers.cpu_spent(cpu_before[1], cpu_after[1])), 3)
             result["rounds"].append(one)
             log(
                 f"broadcast {number + 1}/{rounds}: {one['arrived']}/{one['expected']} arrived; "
                 f"after the commit: first {one['first_ms']}, p50 {one['p50_ms']}, "
-                f"last {one['last_ms']} ms"
+                f"last {one['last_ms']} ms; CPU s: servers {one['server_cpu_s']}, "
+                f"clients {one['client_cpu_s']}"
             )
             time.sleep(opts.settle)
         result["duplicates"] = fleet.duplicates

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,22 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of proc(5), counted from the state field (3).
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_of(pids: Sequence[int]) -> list[float]:
+    """Return each process's CPU time so far (`cpu_seconds`); 0.0 for one that is gone."""
+    times = []
+    for pid in pids:
+        try:
+            times.append(cpu_seconds(pid))
+        except OSError:
+            times.append(0.0)
+    return times
+
+
+def cpu_spent(before: Sequence[float], after: Sequence[float]) -> list[float]:
+    """Each process's CPU seconds between two `cpu_of` readings, to the millisecond."""
+    return [round(b - a, 3) for a, b in zip(before, after, strict=True)]
 
 
 def stats(server: DaphneServer) -> dict[str, Any]:

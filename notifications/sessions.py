@@ -172,7 +172,7 @@ def fingerprints(parts: Sequence[tuple[Collection[str], Collection[Any]]]) -> li
                 keys.append(key)
                 key_parts.append(number)
         for pk in set(part_users):
-            # As text, cast back in the query: an int, a UUID or a string key alike.
+            # As text, cast back in the query to the key column's type (cast_db_type).
             user_ids.append(str(user_pk.get_db_prep_value(pk, connection, prepared=False)))
             user_parts.append(number)
     quote = connection.ops.quote_name

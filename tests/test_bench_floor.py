@@ -19,6 +19,7 @@ pytestmark = pytest.mark.sqlite
 
 def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) -> None:
     out = tmp_path / "floor.json"
+    logs_dir = tmp_path / "logs"
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
@@ -36,8 +37,12 @@ def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) ->
             "2",
             "--settle",
             "0.2",
+            "--deliver-timeout",
+            "5",
             "--json",
             str(out),
+            "--logs",
+            str(logs_dir),
         ],
         cwd=PROJECT,
         env=env,
@@ -52,4 +57,13 @@ def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) ->
         assert one["opened"] == 40
         assert [r["arrived"] for r in one["rounds"]] == [40, 40]
         assert one["missing"] == 0
+        for r in one["rounds"]:
+            assert 0 <= r["first_ms"] <= r["p50_ms"] <= r["last_ms"], r
+            assert len(r["server_cpu_s"]) == 2, r
+            assert all(seconds >= 0 for seconds in r["server_cpu_s"]), r
+            assert r["client_cpu_s"] >= 0, r
     assert result["verdict"]["ok"] is True
+    logs = sorted(logs_dir.glob("daphne-floor-*.log"))
+    assert len(logs) == 4, logs
+    for path in logs:
+        assert "Exception inside application" not in path.read_text(), path

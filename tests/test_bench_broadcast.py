@@ -1,0 +1,70 @@
+"""The broadcast run (bench/scale.py) end to end, small: one INSERT for every connected user
+on two daphne processes; every stream gets its row, and the round's CPU is recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+# It runs on PostgreSQL only (INSERT ... SELECT with now()), in a database of its own.
+pytestmark = pytest.mark.postgresql
+
+
+def test_every_connected_user_gets_the_broadcast_row(tmp_path: Path) -> None:
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    url = urlunsplit(parts._replace(path="/bench_broadcast_test"))
+    out = tmp_path / "broadcast.json"
+    logs = tmp_path / "logs"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["DATABASE_URL"] = url
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "broadcast",
+            "--users",
+            "40",
+            "--processes",
+            "2",
+            "--rounds",
+            "2",
+            "--settle",
+            "0.2",
+            "--deliver-timeout",
+            "10",
+            "--json",
+            str(out),
+            "--logs",
+            str(logs),
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert [r["rows"] for r in result["rounds"]] == [40, 40]
+    for one in result["rounds"]:
+        assert one["arrived"] == one["expected"] == 40, one
+        assert 0 <= one["first_ms"] <= one["p50_ms"] <= one["last_ms"], one
+        assert len(one["server_cpu_s"]) == 2, one
+        assert all(seconds >= 0 for seconds in one["server_cpu_s"]), one
+        assert one["client_cpu_s"] >= 0, one
+    assert result["duplicates"] == 0
+    assert result["wrong_user"] == 0
+    assert result["verdict"]["ok"] is True
+    daphne_logs = sorted(logs.glob("daphne-broadcast-*.log"))
+    assert len(daphne_logs) == 2, daphne_logs
+    for path in daphne_logs:
+        assert "Exception inside application" not in path.read_text(), path
