@@ -75,3 +75,16 @@ async def test_closed_subscriptions_are_dropped_when_they_come_up() -> None:
 
     assert keepalives.ask(now=200.0, keepalive=15.0) == 0
     assert len(keepalives) == 0
+
+
+async def test_a_subscription_is_due_exactly_a_period_after_it_went_quiet_at_any_reading() -> None:
+    # A monotonic reading for which (t + 15.0) - 15.0 < t in floating point: the comparison
+    # must not subtract (CI once failed the test above on such a reading).
+    quiet_since = 8189.959782075
+    assert (quiet_since + 15.0) - 15.0 < quiet_since
+    keepalives = Keepalives()
+    subscription = _subscription(quiet_since)
+    keepalives.add(subscription)
+
+    assert keepalives.ask(now=quiet_since + 14.999, keepalive=15.0) == 0
+    assert keepalives.ask(now=quiet_since + 15.0, keepalive=15.0) == 1

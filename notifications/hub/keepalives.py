@@ -32,14 +32,15 @@ class Keepalives:
     def ask(self, now: float, keepalive: float) -> int:
         """Ask each subscription quiet since `now - keepalive` or longer for a keepalive;
         return how many were asked. Closed subscriptions are dropped."""
-        cutoff = now - keepalive
+        # `since + keepalive <= now`, not `since <= now - keepalive`: the subtraction rounds,
+        # and a stream asked at exactly a period after it went quiet would be left waiting.
         due = self._due
         asked = 0
-        while due and due[0][0] <= cutoff:
+        while due and due[0][0] + keepalive <= now:
             _, _, subscription = heapq.heappop(due)
             if subscription.closed:
                 continue
-            if subscription.quiet_since <= cutoff:
+            if subscription.quiet_since + keepalive <= now:
                 subscription.keep_alive()
                 asked += 1
                 # Due again a period after this request, by when it has sent the comment.
