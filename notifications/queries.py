@@ -53,8 +53,9 @@ def claim(ids: Sequence[int]) -> list[Notification]:
     alias = database_alias()
     connection = connections[alias]
     table = _table(alias)
-    # Every column the stream sends: a deferred one would cost a query per row.
-    columns = _column_list(alias)
+    # Every column the stream sends: a deferred one would cost a query per row. Except
+    # dispatched_at, which is `now` in every row returned: set below, not parsed per row.
+    columns = _column_list(alias, null=_DISPATCHED_AT)
     # All chunks or none: a row claimed by a chunk whose result is lost would never be sent.
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         for where, params in _id_filters(alias, sorted(set(ids))):
@@ -64,6 +65,8 @@ def claim(ids: Sequence[int]) -> list[Notification]:
                 [True, now, *params, False],
             )
             claimed.extend(_load(alias, cursor.fetchall()))
+    for notification in claimed:
+        notification.dispatched_at = now
     claimed.sort(key=lambda n: n.pk)
     return claimed
 
@@ -74,8 +77,13 @@ _ATTNAMES = [field.attname for field in Notification._meta.concrete_fields]
 assert len(_COLUMNS) == len(_ATTNAMES)
 
 
-def _column_list(alias: str) -> str:
-    return ", ".join(connections[alias].ops.quote_name(name) for name in _COLUMNS)
+_DISPATCHED_AT = Notification._meta.get_field("dispatched_at").column
+
+
+def _column_list(alias: str, *, null: str | None = None) -> str:
+    """_COLUMNS quoted for a select list; the column `null`, if given, as a NULL in its place."""
+    quote = connections[alias].ops.quote_name
+    return ", ".join("NULL" if name == null else quote(name) for name in _COLUMNS)
 
 
 def _id_filters(alias: str, ids: Sequence[int]) -> Iterable[tuple[str, list[Any]]]:

@@ -66,4 +66,6 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 def json_data(value: Any) -> str:
     """Return `value` as JSON on a single line that every SSE line splitter keeps whole."""
-    return _ENCODER.encode(value).translate(_JSON_ESCAPES)
+    text = _ENCODER.encode(value)
+    # isascii() reads a flag the string carries; translate() looks up every character.
+    return text if text.isascii() else text.translate(_JSON_ESCAPES)

@@ -116,6 +116,7 @@ async def test_rows_beyond_a_hand_out_batch_follow_at_the_next_polls_in_order(
         return real_read(*args, **kwargs)
 
     monkeypatch.setattr(core, "_read", gated_read)
+    await _a_row_below_the_start(alice)
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     # Five rows and a read change, committed together while no scan runs: the next poll
@@ -165,6 +166,7 @@ async def test_the_next_batch_is_claimed_before_more_rows_are_read(
 
     monkeypatch.setattr(core, "_read", read)
     monkeypatch.setattr(core, "_fetch", fetch)
+    await _a_row_below_the_start(alice)
     stream = notification_stream(hub, hub.subscribe(alice.pk, alice_session))
     await next_chunk(stream)
     rows = await sync_to_async(send_bulk_and_mark_the_first_read)(alice, 5)
@@ -176,6 +178,21 @@ async def test_the_next_batch_is_claimed_before_more_rows_are_read(
     first = jobs.index("read 5")
     assert jobs[first + 1 : first + 4] == ["fetch 2", "fetch 2", "fetch 1"]
     await stream.aclose()
+
+
+async def _a_row_below_the_start(user: AbstractUser) -> None:
+    """Keep the next rows' ids within one scan of where the hub's cursor starts.
+
+    The cursor starts at the newest row; in an emptied table (after another test) the ids go
+    on from where they were, and a scan reads ids up to the cursor + SCAN_LIMIT and the first
+    row above: the first of the new rows would come in a poll of its own.
+    """
+    from django.utils import timezone
+
+    # Dispatched and read: no stream sends it, no unread count counts it.
+    await Notification.objects.acreate(
+        user=user, text="before", dispatched=True, read_at=timezone.now()
+    )
 
 
 def send_bulk_and_mark_the_first_read(user: AbstractUser, count: int) -> list[int]:
@@ -742,6 +759,28 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
 
 
 # GC freezing.
+
+
+async def test_a_hand_out_freezes_what_it_made(
+    hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broadcast's rows live until their streams send them: frozen as they are handed out,
+    they stay out of the collector's full collections (which the session checks' freezing
+    alone left them in for up to a check interval)."""
+    import sys
+
+    from notifications.hub import core
+
+    callers: list[str] = []
+    monkeypatch.setattr(
+        core, "keep_long_lived_out_of_gc", lambda: callers.append(sys._getframe(1).f_code.co_name)
+    )
+    subscription = hub.subscribe(alice.pk, alice_session)
+    n = await Notification.objects.acreate(user=alice, text="for alice")
+
+    assert [x.pk for x in await asyncio.wait_for(subscription.next_batch(), 10) or []] == [n.pk]
+    assert "_hand_out" in callers
+    hub.unsubscribe(subscription)
 
 
 def test_long_lived_objects_are_frozen_then_thawed_and_collected(

@@ -29,6 +29,10 @@ def test_claim_sets_dispatched_and_returns_only_what_it_claimed(alice: AbstractU
     assert claimed[0].created == second.created
     second.refresh_from_db()
     assert second.dispatched and second.dispatched_at is not None
+    # What the claim returns is the row as stored, every field (dispatched_at is set from the
+    # value the UPDATE wrote, not read back).
+    fields = [f.attname for f in Notification._meta.concrete_fields]
+    assert [getattr(claimed[0], f) for f in fields] == [getattr(second, f) for f in fields]
 
 
 def test_scan_reads_every_users_rows_above_the_cursor_in_id_order(

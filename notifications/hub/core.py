@@ -594,6 +594,12 @@ class Hub:
         )
         # Claimed here for a user whose last stream closed meanwhile: it goes back.
         self._to_release.extend(n.pk for n in nobody if n.pk in handed.claimed)
+        if handed.rows or handed.caught_up:
+            # What the batch made lives until its streams have sent it (a broadcast: tens of
+            # thousands of objects), long enough to be promoted to the oldest generation and
+            # traversed by its collections. Frozen, it is freed by its reference count all the
+            # same; only the collector no longer looks at it (gcfreeze.py).
+            keep_long_lived_out_of_gc()
         return handed.seconds
 
     def _hand_change_events(self, events: Mapping[int, list[ChangeEvent]]) -> None:
