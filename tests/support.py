@@ -334,3 +334,24 @@ def session_for(user: AbstractUser) -> str:
     client = Client()
     client.force_login(user)
     return client.cookies["sessionid"].value
+
+
+def run_bench(mode: str, *args: str, env: dict[str, str], out: Path, logs: Path) -> dict[str, Any]:
+    """Run `python -m bench MODE ARGS` to the end; return what it wrote to its --json file.
+
+    Fails the test with the run's output when the run fails.
+    """
+    import json
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", mode, *args, "--json", str(out), "--logs", str(logs)],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result

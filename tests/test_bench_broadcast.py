@@ -3,16 +3,13 @@ on two daphne processes; every stream gets its row, and the round's CPU is recor
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+from .support import run_bench
 
 # It runs on PostgreSQL only (INSERT ... SELECT with now()), in a database of its own.
 pytestmark = pytest.mark.postgresql
@@ -25,35 +22,14 @@ def test_every_connected_user_gets_the_broadcast_row(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["DATABASE_URL"] = url
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "broadcast",
-            "--users",
-            "40",
-            "--processes",
-            "2",
-            "--rounds",
-            "2",
-            "--settle",
-            "0.2",
-            "--deliver-timeout",
-            "10",
-            "--json",
-            str(out),
-            "--logs",
-            str(logs),
-        ],
-        cwd=PROJECT,
+    result = run_bench(
+        "broadcast",
+        *("--users", "40", "--processes", "2", "--rounds", "2"),
+        *("--settle", "0.2", "--deliver-timeout", "10"),
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
+        out=out,
+        logs=logs,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())
     assert [r["rows"] for r in result["rounds"]] == [40, 40]
     for one in result["rounds"]:
         assert one["arrived"] == one["expected"] == 40, one

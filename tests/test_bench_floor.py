@@ -3,15 +3,12 @@ round's event, on two daphne processes."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+from .support import run_bench
 
 # It brings its own SQLite file and touches no database while it measures: once is enough.
 pytestmark = pytest.mark.sqlite
@@ -23,35 +20,14 @@ def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) ->
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "floor",
-            "--streams",
-            "40",
-            "--processes",
-            "2",
-            "--rounds",
-            "2",
-            "--settle",
-            "0.2",
-            "--deliver-timeout",
-            "5",
-            "--json",
-            str(out),
-            "--logs",
-            str(logs_dir),
-        ],
-        cwd=PROJECT,
+    result = run_bench(
+        "floor",
+        *("--streams", "40", "--processes", "2", "--rounds", "2"),
+        *("--settle", "0.2", "--deliver-timeout", "5"),
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
+        out=out,
+        logs=logs_dir,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())
     for variant in ("raw", "django"):
         one = result["variants"][variant]
         assert one["opened"] == 40
