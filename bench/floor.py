@@ -284,5 +284,7 @@ def _round(
     # From the fire until every event was collected (the last collection up to 0.25 s after
     # the last arrival): each server's CPU seconds, and the client processes' together.
     one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
-    one["client_cpu_s"] = round(sum(servers.cpu_spent(cpu_before[1], cpu_after[1])), 3)
+    one["client_cpu_s"] = round(
+        sum(c or 0.0 for c in servers.cpu_spent(cpu_before[1], cpu_after[1])), 3
+    )
     return one

@@ -20,7 +20,10 @@ def summarize(folder: Path, start: str | None, end: str | None) -> str:
     for path in sorted(folder.glob("gc-*.log")):
         per_second: dict[int, list[list[float]]] = defaultdict(lambda: [[0, 0.0] for _ in range(3)])
         for row in path.read_text().splitlines():
-            when, generation, took, _freed = row.split()
+            fields = row.split()
+            if len(fields) != 4:
+                continue  # a line cut short by a process killed as it wrote
+            when, generation, took, _freed = fields
             second = int(float(when))
             clock = time.strftime("%H:%M:%S", time.gmtime(second))
             if (start and clock < start) or (end and clock > end):

@@ -453,7 +453,9 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
             # From before the INSERT until every row was collected (the last collection up
             # to 0.25 s after the last arrival): each server's CPU seconds, and the clients'.
             one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
-            one["client_cpu_s"] = round(sum(servers.cpu_spent(cpu_before[1], cpu_after[1])), 3)
+            one["client_cpu_s"] = round(
+                sum(c or 0.0 for c in servers.cpu_spent(cpu_before[1], cpu_after[1])), 3
+            )
             result["rounds"].append(one)
             log(
                 f"broadcast {number + 1}/{rounds}: {one['arrived']}/{one['expected']} arrived; "
@@ -472,6 +474,9 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
         "last_ms_median": sorted(lasts)[len(lasts) // 2] if lasts else None,
         "p50_ms_median": sorted(p50s)[len(p50s) // 2] if p50s else None,
         "missing": missing,
-        "ok": missing == 0 and result["duplicates"] == 0 and result["wrong_user"] == 0,
+        "ok": missing == 0
+        and result["duplicates"] == 0
+        and result["wrong_user"] == 0
+        and result["open"]["opened"] == len(plan),
     }
     return result

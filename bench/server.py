@@ -81,20 +81,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def cpu_of(pids: Sequence[int]) -> list[float]:
-    """Return each process's CPU time so far (`cpu_seconds`); 0.0 for one that is gone."""
-    times = []
+def cpu_of(pids: Sequence[int]) -> list[float | None]:
+    """Return each process's CPU time so far (`cpu_seconds`); None for one that is gone."""
+    times: list[float | None] = []
     for pid in pids:
         try:
             times.append(cpu_seconds(pid))
         except OSError:
-            times.append(0.0)
+            times.append(None)
     return times
 
 
-def cpu_spent(before: Sequence[float], after: Sequence[float]) -> list[float]:
-    """Each process's CPU seconds between two `cpu_of` readings, to the millisecond."""
-    return [round(b - a, 3) for a, b in zip(before, after, strict=True)]
+def cpu_spent(before: Sequence[float | None], after: Sequence[float | None]) -> list[float | None]:
+    """Each process's CPU seconds between two `cpu_of` readings (None where either is None).
+
+    /proc counts in clock ticks (CLOCK_TICKS a second, 100 on Linux): 10 ms steps.
+    """
+    return [
+        None if a is None or b is None else round(b - a, 3)
+        for a, b in zip(before, after, strict=True)
+    ]
 
 
 def stats(server: DaphneServer) -> dict[str, Any]:

@@ -336,22 +336,39 @@ def session_for(user: AbstractUser) -> str:
     return client.cookies["sessionid"].value
 
 
-def run_bench(mode: str, *args: str, env: dict[str, str], out: Path, logs: Path) -> dict[str, Any]:
+def run_bench(
+    mode: str, *args: str, env: dict[str, str], out: Path, logs: Path, timeout: float = 110
+) -> dict[str, Any]:
     """Run `python -m bench MODE ARGS` to the end; return what it wrote to its --json file.
 
-    Fails the test with the run's output when the run fails.
+    Fails the test with the run's output when the run fails. A run still going at `timeout`
+    is stopped as an interrupted run is (SIGTERM: it stops its servers and clients and drops
+    its database), and killed with its process group if that takes over 30 s.
     """
     import json
+    import signal
     import sys
 
-    done = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "bench", mode, *args, "--json", str(out), "--logs", str(logs)],
         cwd=Path(__file__).resolve().parent.parent,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=110,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+        start_new_session=True,
+    ) as run:
+        try:
+            output, _ = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGTERM)
+            try:
+                output, _ = run.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.pid, signal.SIGKILL)
+                output, _ = run.communicate()
+            message = f"bench {mode} still ran after {timeout:.0f} s:\n{output}"
+            raise AssertionError(message) from None
+    assert run.returncode == 0, output
     result: dict[str, Any] = json.loads(out.read_text())
     return result

@@ -4,6 +4,7 @@ on two daphne processes; every stream gets its row, and the round's CPU is recor
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +18,8 @@ pytestmark = pytest.mark.postgresql
 
 def test_every_connected_user_gets_the_broadcast_row(tmp_path: Path) -> None:
     parts = urlsplit(os.environ["DATABASE_URL"])
-    url = urlunsplit(parts._replace(path="/bench_broadcast_test"))
+    # A name of its own (the bench drops and recreates the database it is given).
+    url = urlunsplit(parts._replace(path=f"/bench_broadcast_test_{uuid.uuid4().hex[:8]}"))
     out = tmp_path / "broadcast.json"
     logs = tmp_path / "logs"
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
@@ -35,7 +37,9 @@ def test_every_connected_user_gets_the_broadcast_row(tmp_path: Path) -> None:
         assert one["arrived"] == one["expected"] == 40, one
         assert 0 <= one["first_ms"] <= one["p50_ms"] <= one["last_ms"], one
         assert len(one["server_cpu_s"]) == 2, one
-        assert all(seconds >= 0 for seconds in one["server_cpu_s"]), one
+        # Read for each server (None: not read); so small a run may take under one
+        # 10 ms tick, so no amount is asserted here (tests/test_bench_cpu.py does that).
+        assert all(s is not None and s >= 0 for s in one["server_cpu_s"]), one
         assert one["client_cpu_s"] >= 0, one
     assert result["duplicates"] == 0
     assert result["wrong_user"] == 0

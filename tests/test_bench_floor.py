@@ -36,7 +36,9 @@ def test_every_stream_gets_each_rounds_event_on_both_variants(tmp_path: Path) ->
         for r in one["rounds"]:
             assert 0 <= r["first_ms"] <= r["p50_ms"] <= r["last_ms"], r
             assert len(r["server_cpu_s"]) == 2, r
-            assert all(seconds >= 0 for seconds in r["server_cpu_s"]), r
+            # Read for each server (None: not read); so small a run may take under one
+            # 10 ms tick, so no amount is asserted here (tests/test_bench_cpu.py does that).
+            assert all(s is not None and s >= 0 for s in r["server_cpu_s"]), r
             assert r["client_cpu_s"] >= 0, r
     assert result["verdict"]["ok"] is True
     logs = sorted(logs_dir.glob("daphne-floor-*.log"))

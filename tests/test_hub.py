@@ -761,26 +761,49 @@ async def test_a_row_inserted_by_another_connection_wakes_the_poll(
 # GC freezing.
 
 
-async def test_a_hand_out_freezes_what_it_made(
+async def test_a_hand_out_calls_for_a_freeze_of_what_it_made(
     hub: Hub, alice: AbstractUser, alice_session: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A broadcast's rows live until their streams send them: frozen as they are handed out,
     they stay out of the collector's full collections (which the session checks' freezing
     alone left them in for up to a check interval)."""
-    import sys
-
     from notifications.hub import core
 
-    callers: list[str] = []
-    monkeypatch.setattr(
-        core, "keep_long_lived_out_of_gc", lambda: callers.append(sys._getframe(1).f_code.co_name)
-    )
+    freezes: list[int] = []
+    monkeypatch.setattr(core, "freeze_new_objects", lambda: freezes.append(1))
     subscription = hub.subscribe(alice.pk, alice_session)
-    n = await Notification.objects.acreate(user=alice, text="for alice")
+    try:
+        n = await Notification.objects.acreate(user=alice, text="for alice")
 
-    assert [x.pk for x in await asyncio.wait_for(subscription.next_batch(), 10) or []] == [n.pk]
-    assert "_hand_out" in callers
-    hub.unsubscribe(subscription)
+        batch = await asyncio.wait_for(subscription.next_batch(), 10)
+        assert [x.pk for x in batch or []] == [n.pk]
+        assert freezes
+    finally:
+        hub.unsubscribe(subscription)
+
+
+def test_freezing_new_objects_freezes_and_never_thaws(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from notifications.hub import gcfreeze
+
+    settings.NOTIFICATIONS_GC_FREEZE = True
+    monkeypatch.setattr(gcfreeze, "_next_thaw", 1.0)  # a thaw is due
+    gc.unfreeze()
+    full_collections = gc.get_stats()[2]["collections"]
+    try:
+        gcfreeze.freeze_new_objects()
+
+        assert gc.get_freeze_count() > 0
+        assert gc.get_stats()[2]["collections"] == full_collections
+        gc.unfreeze()
+        settings.NOTIFICATIONS_GC_FREEZE = False
+        gcfreeze.freeze_new_objects()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
 
 
 def test_long_lived_objects_are_frozen_then_thawed_and_collected(

@@ -1,6 +1,6 @@
 """A garbage-collection probe for the benchmark's daphne servers (not loaded otherwise).
 
-    BENCH_GC_LOG=/tmp/gc PYTHONPATH=bench/gcprobe bin/bench broadcast
+    BENCH_GC_LOG=/tmp/gc PYTHONPATH=$PWD/bench/gcprobe bin/bench broadcast
     python -m bench.gclog /tmp/gc
 
 With PYTHONPATH pointing here, every Python process the run starts imports this module at

@@ -33,7 +33,7 @@ from .admission import StreamRefused, check_caps, sweep_unstarted
 from .authentication import Authenticator
 from .change_events import ChangeEvent
 from .change_feed import ChangeFeed
-from .gcfreeze import keep_long_lived_out_of_gc
+from .gcfreeze import freeze_new_objects, keep_long_lived_out_of_gc
 from .horizon import Horizon, Row
 from .keepalives import Keepalives
 from .session_checks import SessionChecker
@@ -596,10 +596,8 @@ class Hub:
         self._to_release.extend(n.pk for n in nobody if n.pk in handed.claimed)
         if handed.rows or handed.caught_up:
             # What the batch made lives until its streams have sent it (a broadcast: tens of
-            # thousands of objects), long enough to be promoted to the oldest generation and
-            # traversed by its collections. Frozen, it is freed by its reference count all the
-            # same; only the collector no longer looks at it (gcfreeze.py).
-            keep_long_lived_out_of_gc()
+            # thousands of objects): out of the full collections' sight (gcfreeze.py).
+            freeze_new_objects()
         return handed.seconds
 
     def _hand_change_events(self, events: Mapping[int, list[ChangeEvent]]) -> None:

@@ -18,7 +18,8 @@ def keep_long_lived_out_of_gc() -> None:
     Each open stream holds a few hundred objects (its request, response, generator and
     Twisted's side), all long-lived. A full collection traverses every one of them, and no
     stream of the process moves until it ends. Freezing them (gc.freeze()) after each session
-    check takes them out of the collector's sight, so collections only look at what is newer.
+    check takes them out of the collector's sight, so collections only look at what is newer
+    (freeze_new_objects() freezes between checks too, and never thaws).
     Garbage in reference cycles among frozen objects (a stream closed since) waits for the
     thaw: every GC_THAW_INTERVAL seconds everything is unfrozen and collected once.
     """
@@ -32,3 +33,17 @@ def keep_long_lived_out_of_gc() -> None:
             gc.collect()
         _next_thaw = now + GC_THAW_INTERVAL
     gc.freeze()
+
+
+def freeze_new_objects() -> None:
+    """Freeze what exists now, without the thaw: for the hub's hand-outs.
+
+    A hand-out's rows live until their streams have sent them, long enough to be promoted to
+    the oldest generation and traversed by its full collections. Frozen, an object is still
+    freed by its reference count; cyclic garbage frozen with it (a closed stream's, an
+    exception's traceback) waits for the next thaw, as after a session check. The thaw, a
+    full collection of everything, stays with the session checks: here it would hold up the
+    rows just handed out.
+    """
+    if conf.gc_freeze():
+        gc.freeze()
