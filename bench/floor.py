@@ -213,12 +213,9 @@ def floor(database: Database, opts: Options, logs: Path) -> dict[str, Any]:
             time.sleep(opts.settle)
             pool.broadcast(("collect",), timeout=60)
             rounds = []
-            server_pids = [server.process.pid for server in daphnes]
-            client_pids = [process.pid or 0 for process in pool.processes]
+            cpu = servers.RoundCpu(daphnes, pool)
             for _ in range(opts.rounds):
-                rounds.append(
-                    _round(pool, ports, opened, opts.deliver_timeout, server_pids, client_pids)
-                )
+                rounds.append(_round(pool, ports, opened, opts.deliver_timeout, cpu))
                 one = rounds[-1]
                 log(
                     f"floor {variant}: {one['arrived']}/{one['expected']} arrived; after the "
@@ -249,15 +246,14 @@ def _round(
     ports: list[int],
     streams: int,
     timeout: float,
-    server_pids: list[int],
-    client_pids: list[int],
+    cpu: servers.RoundCpu,
 ) -> dict[str, Any]:
     def fire(port: int) -> int:
         url = f"http://127.0.0.1:{port}{FIRE_PATH}"
         with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310 - our server
             return int(answer.read())
 
-    cpu_before = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
+    cpu.start()
     with ThreadPoolExecutor(len(ports)) as threads:
         fired = time.time()
         numbers = set(threads.map(fire, ports))
@@ -272,7 +268,7 @@ def _round(
                     arrivals.setdefault(sid, arrived)
         if len(arrivals) < streams:
             time.sleep(0.25)
-    cpu_after = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
+    spent = cpu.spent()
     after = sorted(arrived - fired for arrived in arrivals.values())
     one: dict[str, Any] = {
         "expected": streams,
@@ -283,8 +279,5 @@ def _round(
     one["last_ms"] = one.pop("max_ms")
     # From the fire until every event was collected (the last collection up to 0.25 s after
     # the last arrival): each server's CPU seconds, and the client processes' together.
-    one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
-    one["client_cpu_s"] = round(
-        sum(c or 0.0 for c in servers.cpu_spent(cpu_before[1], cpu_after[1])), 3
-    )
+    one.update(spent)
     return one

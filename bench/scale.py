@@ -429,15 +429,14 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
         time.sleep(opts.settle)
         fleet.collect({})
         users = sorted(fleet.by_user)
-        server_pids = [server.process.pid for server in fleet.servers]
-        client_pids = [process.pid or 0 for process in fleet.pool.processes]
+        cpu = servers.RoundCpu(fleet.servers, fleet.pool)
         for number in range(rounds):
-            cpu_before = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
+            cpu.start()
             created, committing, committed = _insert_for_all(users, f"broadcast {number}")
             rows = {pk: (user_id, committed) for pk, user_id in created.items()}
             expected = fleet.expect(rows)
             fleet.wait(expected, created, time.monotonic() + opts.deliver_timeout)
-            cpu_after = servers.cpu_of(server_pids), servers.cpu_of(client_pids)
+            spent = cpu.spent()
             after_commit = sorted(
                 fleet.arrivals[k] - committed for k in expected if k in fleet.arrivals
             )
@@ -452,10 +451,7 @@ def broadcast(database: Database, opts: Options, rounds: int, logs: Path) -> dic
             one["last_ms"] = one.pop("max_ms")
             # From before the INSERT until every row was collected (the last collection up
             # to 0.25 s after the last arrival): each server's CPU seconds, and the clients'.
-            one["server_cpu_s"] = servers.cpu_spent(cpu_before[0], cpu_after[0])
-            one["client_cpu_s"] = round(
-                sum(c or 0.0 for c in servers.cpu_spent(cpu_before[1], cpu_after[1])), 3
-            )
+            one.update(spent)
             result["rounds"].append(one)
             log(
                 f"broadcast {number + 1}/{rounds}: {one['arrived']}/{one['expected']} arrived; "

@@ -13,6 +13,7 @@ from typing import Any
 
 from tools.daphne_runner import DaphneServer, start_daphne
 
+from .client import ClientPool
 from .database import Database
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -101,6 +102,31 @@ def cpu_spent(before: Sequence[float | None], after: Sequence[float | None]) -> 
         None if a is None or b is None else round(b - a, 3)
         for a, b in zip(before, after, strict=True)
     ]
+
+
+class RoundCpu:
+    """The CPU seconds a run's servers, and its client processes together, spend in a round.
+
+    `start()` reads /proc before the round, `spent()` after it; a process gone meanwhile is
+    None (a server) or left out (a client).
+    """
+
+    def __init__(self, daphnes: Sequence[DaphneServer], pool: ClientPool) -> None:
+        self._servers = [server.process.pid for server in daphnes]
+        self._clients = [process.pid or 0 for process in pool.processes]
+        self._before: tuple[list[float | None], list[float | None]] = ([], [])
+
+    def start(self) -> None:
+        self._before = cpu_of(self._servers), cpu_of(self._clients)
+
+    def spent(self) -> dict[str, Any]:
+        servers, clients = self._before
+        return {
+            "server_cpu_s": cpu_spent(servers, cpu_of(self._servers)),
+            "client_cpu_s": round(
+                sum(c or 0.0 for c in cpu_spent(clients, cpu_of(self._clients))), 3
+            ),
+        }
 
 
 def stats(server: DaphneServer) -> dict[str, Any]:
